@@ -1,0 +1,171 @@
+//! IO requests as plain data: what a state machine asks its driver to do.
+//!
+//! State machines in `core` never touch a file. They emit [`DiskRequest`]s tagged with
+//! an [`IoId`]; the driver carries each out and hands back a [`DiskCompletion`] with the
+//! same id. Paths are [`LocalPath`]s: relative to the store root and built only from
+//! validated components, so no user text ever becomes a path unchecked.
+//!
+//! **Invariants**
+//! - A `LocalPath` is relative, uses `/` separators, and has no empty, `.` or `..`
+//!   component.
+//! - Ids are unique per issuing state machine (monotonic counters).
+
+use bytes::Bytes;
+use std::fmt;
+
+/// Identifies one IO request; its completion carries the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IoId(pub u64);
+
+/// A path relative to the store root, made only of checked components.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LocalPath(String);
+
+impl LocalPath {
+    /// Joins checked components. A component that is empty, `.`, `..`, or contains a
+    /// separator or NUL is a bug in the caller (components come from validated names
+    /// and formatted numbers), so it panics.
+    #[must_use]
+    pub fn from_components(components: &[&str]) -> Self {
+        assert!(!components.is_empty(), "a path has at least one component");
+        for component in components {
+            assert!(
+                Self::component_is_valid(component),
+                "invalid path component {component:?}"
+            );
+        }
+        LocalPath(components.join("/"))
+    }
+
+    /// Whether `component` is safe as one path component.
+    #[must_use]
+    pub fn component_is_valid(component: &str) -> bool {
+        !component.is_empty()
+            && component != "."
+            && component != ".."
+            && !component.contains(['/', '\\', '\0'])
+    }
+
+    /// This path with one more component.
+    #[must_use]
+    pub fn join(&self, component: &str) -> Self {
+        assert!(
+            Self::component_is_valid(component),
+            "invalid path component {component:?}"
+        );
+        LocalPath(format!("{}/{}", self.0, component))
+    }
+
+    /// The parent directory, if any.
+    #[must_use]
+    pub fn parent(&self) -> Option<LocalPath> {
+        self.0
+            .rsplit_once('/')
+            .map(|(parent, _)| LocalPath(parent.to_owned()))
+    }
+
+    /// The last component.
+    #[must_use]
+    pub fn file_name(&self) -> &str {
+        self.0
+            .rsplit_once('/')
+            .map_or(self.0.as_str(), |(_, name)| name)
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LocalPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A request to the local disk. Durability follows POSIX: data is durable after
+/// `SyncFile`; a create, rename or remove is durable after `SyncDir` of the parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskRequest {
+    /// Create (or truncate to empty) a file.
+    Create { path: LocalPath },
+    /// Write `bytes` at `offset`, extending the file if needed.
+    WriteAt {
+        path: LocalPath,
+        offset: u64,
+        bytes: Bytes,
+    },
+    /// Read up to `length` bytes at `offset`.
+    ReadAt {
+        path: LocalPath,
+        offset: u64,
+        length: u64,
+    },
+    /// Set the file length (used to cut a torn tail).
+    Truncate { path: LocalPath, length: u64 },
+    /// fsync/fdatasync the file.
+    SyncFile { path: LocalPath },
+    /// fsync the directory, making creates, renames and removes in it durable.
+    SyncDir { path: LocalPath },
+    /// Atomically rename `from` to `to` (replacing `to`).
+    Rename { from: LocalPath, to: LocalPath },
+    /// Remove a file.
+    Remove { path: LocalPath },
+    /// List the file names in a directory.
+    ListDir { path: LocalPath },
+    /// The file's current length.
+    Length { path: LocalPath },
+}
+
+/// Why a disk request failed, as far as a state machine needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DiskErrorKind {
+    NotFound,
+    NoSpace,
+    Io,
+}
+
+/// The outcome of a [`DiskRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskCompletion {
+    /// Create, write, truncate, sync, rename or remove succeeded.
+    Done,
+    /// Bytes read (fewer than asked at end of file).
+    Read(Bytes),
+    /// Directory entries, sorted by name.
+    Listed(Vec<String>),
+    /// File length in bytes.
+    Length(u64),
+    /// The request failed.
+    Failed(DiskErrorKind),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_join_and_split() {
+        let path =
+            LocalPath::from_components(&["streams", "orders", "manifest"]).join("00000001.mlog");
+        assert_eq!(path.as_str(), "streams/orders/manifest/00000001.mlog");
+        assert_eq!(path.file_name(), "00000001.mlog");
+        assert_eq!(path.parent().unwrap().as_str(), "streams/orders/manifest");
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid path component")]
+    fn dot_dot_is_rejected() {
+        let _ = LocalPath::from_components(&["streams", ".."]);
+    }
+
+    #[test]
+    fn component_check() {
+        for bad in ["", ".", "..", "a/b", "a\\b", "a\0b"] {
+            assert!(!LocalPath::component_is_valid(bad), "{bad:?}");
+        }
+        assert!(LocalPath::component_is_valid("00000001.mlog"));
+    }
+}

@@ -1,0 +1,44 @@
+//! # aof2-core
+//!
+//! The sans-IO heart of AOF2, an embeddable tiered append-only log store: binary
+//! formats and the state machines that drive segments through the tiers.
+//!
+//! Nothing in this crate does IO, reads a clock, sleeps, spawns, locks or draws
+//! randomness (`clippy.toml` enforces it). Time is an argument (`now_ms`); IO is an
+//! output ([`io::DiskRequest`]) whose result comes back as an input.
+//!
+//! **Invariants**
+//! - Bad bytes from disk or network decode to an error value, never a panic.
+//! - A panic means a broken internal invariant, i.e. a bug.
+//!
+//! Modules:
+//! - [`codec`]: shared encoding conventions, [`codec::DecodeError`].
+//! - [`limits`]: every named limit and how they relate.
+//! - [`io`]: IO requests and completions as data.
+//! - [`segment`]: segment file format and the tail scanner.
+//! - [`pointer`]: the `current.sealed` pointer file.
+//! - [`artifact`]: the seekable zstd artifact of a sealed segment (Tier 1 and Tier 2).
+//! - [`manifest`]: manifest records, chunks, the chunk writer, replay, snapshots.
+
+#![deny(unsafe_code)]
+
+pub mod artifact;
+pub mod codec;
+pub mod io;
+pub mod limits;
+pub mod manifest;
+pub mod pointer;
+pub mod segment;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies a segment within its stream. Segment ids grow by one per rollover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SegmentId(pub u64);
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:020}", self.0)
+    }
+}
