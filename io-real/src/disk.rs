@@ -1,0 +1,236 @@
+//! Carries out the core's [`DiskRequest`]s on the local filesystem.
+//!
+//! Paths in requests are relative to the store root; [`LocalDisk`] joins them to its
+//! root. Writes are positional (`pwrite`), `SyncFile` is `fdatasync`, `SyncDir` opens
+//! the directory and fsyncs it, which is what makes creates, renames and removes
+//! durable on Linux.
+//!
+//! This executor is synchronous; the async disk port of the driver runs it on a
+//! blocking pool.
+
+use aof2_core::io::{DiskCompletion, DiskErrorKind, DiskRequest, LocalPath};
+use bytes::Bytes;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// The local filesystem under one root directory.
+#[derive(Debug, Clone)]
+pub struct LocalDisk {
+    root: PathBuf,
+}
+
+impl LocalDisk {
+    /// A disk rooted at `root`, creating the directory if needed.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        fs::create_dir_all(&root)?;
+        Ok(LocalDisk { root })
+    }
+
+    /// The root directory.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The absolute path of `path`.
+    #[must_use]
+    pub fn resolve(&self, path: &LocalPath) -> PathBuf {
+        self.root.join(path.as_str())
+    }
+
+    /// Carries out one request. Failures become [`DiskCompletion::Failed`]; the error
+    /// detail is logged here because the core only needs its kind.
+    pub fn execute(&self, request: &DiskRequest) -> DiskCompletion {
+        match self.try_execute(request) {
+            Ok(completion) => completion,
+            Err(error) => {
+                tracing::warn!(target: "aof2::disk", kind = request_kind(request), path = %request_path(request), %error, "disk_request_failed");
+                DiskCompletion::Failed(error_kind(&error))
+            }
+        }
+    }
+
+    fn try_execute(&self, request: &DiskRequest) -> io::Result<DiskCompletion> {
+        match request {
+            DiskRequest::Create { path } => {
+                let full = self.resolve(path);
+                if let Some(parent) = full.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                File::create(full)?;
+                Ok(DiskCompletion::Done)
+            }
+            DiskRequest::WriteAt {
+                path,
+                offset,
+                bytes,
+            } => {
+                let file = OpenOptions::new().write(true).open(self.resolve(path))?;
+                file.write_all_at(bytes, *offset)?;
+                Ok(DiskCompletion::Done)
+            }
+            DiskRequest::ReadAt {
+                path,
+                offset,
+                length,
+            } => {
+                let file = File::open(self.resolve(path))?;
+                let file_length = file.metadata()?.len();
+                let available = file_length.saturating_sub(*offset).min(*length);
+                let mut buffer = vec![0u8; usize::try_from(available).map_err(io::Error::other)?];
+                file.read_exact_at(&mut buffer, *offset)?;
+                Ok(DiskCompletion::Read(Bytes::from(buffer)))
+            }
+            DiskRequest::Truncate { path, length } => {
+                let file = OpenOptions::new().write(true).open(self.resolve(path))?;
+                file.set_len(*length)?;
+                Ok(DiskCompletion::Done)
+            }
+            DiskRequest::SyncFile { path } => {
+                File::open(self.resolve(path))?.sync_data()?;
+                Ok(DiskCompletion::Done)
+            }
+            DiskRequest::SyncDir { path } => {
+                File::open(self.resolve(path))?.sync_all()?;
+                Ok(DiskCompletion::Done)
+            }
+            DiskRequest::Rename { from, to } => {
+                fs::rename(self.resolve(from), self.resolve(to))?;
+                Ok(DiskCompletion::Done)
+            }
+            DiskRequest::Remove { path } => {
+                fs::remove_file(self.resolve(path))?;
+                Ok(DiskCompletion::Done)
+            }
+            DiskRequest::ListDir { path } => {
+                let mut names = Vec::new();
+                match fs::read_dir(self.resolve(path)) {
+                    Ok(entries) => {
+                        for entry in entries {
+                            if let Ok(name) = entry?.file_name().into_string() {
+                                names.push(name);
+                            }
+                        }
+                    }
+                    Err(error) if error.kind() == ErrorKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+                names.sort();
+                Ok(DiskCompletion::Listed(names))
+            }
+            DiskRequest::Length { path } => Ok(DiskCompletion::Length(
+                fs::metadata(self.resolve(path))?.len(),
+            )),
+        }
+    }
+}
+
+fn error_kind(error: &io::Error) -> DiskErrorKind {
+    match error.kind() {
+        ErrorKind::NotFound => DiskErrorKind::NotFound,
+        ErrorKind::StorageFull => DiskErrorKind::NoSpace,
+        _ => DiskErrorKind::Io,
+    }
+}
+
+fn request_kind(request: &DiskRequest) -> &'static str {
+    match request {
+        DiskRequest::Create { .. } => "create",
+        DiskRequest::WriteAt { .. } => "write_at",
+        DiskRequest::ReadAt { .. } => "read_at",
+        DiskRequest::Truncate { .. } => "truncate",
+        DiskRequest::SyncFile { .. } => "sync_file",
+        DiskRequest::SyncDir { .. } => "sync_dir",
+        DiskRequest::Rename { .. } => "rename",
+        DiskRequest::Remove { .. } => "remove",
+        DiskRequest::ListDir { .. } => "list_dir",
+        DiskRequest::Length { .. } => "length",
+    }
+}
+
+fn request_path(request: &DiskRequest) -> &LocalPath {
+    match request {
+        DiskRequest::Create { path }
+        | DiskRequest::WriteAt { path, .. }
+        | DiskRequest::ReadAt { path, .. }
+        | DiskRequest::Truncate { path, .. }
+        | DiskRequest::SyncFile { path }
+        | DiskRequest::SyncDir { path }
+        | DiskRequest::Remove { path }
+        | DiskRequest::ListDir { path }
+        | DiskRequest::Length { path } => path,
+        DiskRequest::Rename { from, .. } => from,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_root(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("aof2-disk-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        root
+    }
+
+    #[test]
+    fn create_write_read_rename_remove() {
+        let root = temp_root("basic");
+        let disk = LocalDisk::open(&root).unwrap();
+        let dir = LocalPath::from_components(&["streams", "s"]);
+        let temp = dir.join("a.tmp");
+        let path = dir.join("a");
+        assert_eq!(
+            disk.execute(&DiskRequest::Create { path: temp.clone() }),
+            DiskCompletion::Done
+        );
+        let write = DiskRequest::WriteAt {
+            path: temp.clone(),
+            offset: 4,
+            bytes: Bytes::from_static(b"abcd"),
+        };
+        assert_eq!(disk.execute(&write), DiskCompletion::Done);
+        assert_eq!(
+            disk.execute(&DiskRequest::SyncFile { path: temp.clone() }),
+            DiskCompletion::Done
+        );
+        let rename = DiskRequest::Rename {
+            from: temp,
+            to: path.clone(),
+        };
+        assert_eq!(disk.execute(&rename), DiskCompletion::Done);
+        assert_eq!(
+            disk.execute(&DiskRequest::SyncDir { path: dir.clone() }),
+            DiskCompletion::Done
+        );
+        let read = DiskRequest::ReadAt {
+            path: path.clone(),
+            offset: 2,
+            length: 100,
+        };
+        assert_eq!(
+            disk.execute(&read),
+            DiskCompletion::Read(Bytes::from_static(b"\0\0abcd"))
+        );
+        assert_eq!(
+            disk.execute(&DiskRequest::ListDir { path: dir.clone() }),
+            DiskCompletion::Listed(vec!["a".to_owned()])
+        );
+        assert_eq!(
+            disk.execute(&DiskRequest::Length { path: path.clone() }),
+            DiskCompletion::Length(8)
+        );
+        assert_eq!(
+            disk.execute(&DiskRequest::Remove { path: path.clone() }),
+            DiskCompletion::Done
+        );
+        assert_eq!(
+            disk.execute(&DiskRequest::Length { path }),
+            DiskCompletion::Failed(DiskErrorKind::NotFound)
+        );
+        fs::remove_dir_all(root).unwrap();
+    }
+}
