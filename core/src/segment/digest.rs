@@ -15,7 +15,8 @@ use crate::limits::{SEGMENT_HEADER_BYTES, SEGMENT_RECORD_FRAME_HEADER_BYTES};
 ///
 /// Feed the encoded header with [`SegmentDigest::update_header`], then every encoded
 /// batch of frames in file order with [`SegmentDigest::update_frames`]; seal with
-/// [`SegmentDigest::footer`].
+/// [`SegmentDigest::footer`]. Recovery gets a digest of the valid prefix from
+/// [`super::scan_tail`] and continues from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SegmentDigest {
     segment_crc: u32,
@@ -74,6 +75,21 @@ impl SegmentDigest {
         hasher.update(bytes);
         self.segment_crc = hasher.finalize();
         self.durable_bytes += bytes.len() as u64;
+    }
+
+    /// Restores a digest from values a scan computed over a valid prefix.
+    pub(super) fn from_parts(
+        segment_crc: u32,
+        durable_bytes: u64,
+        record_count: u64,
+        last_ext_id: u64,
+    ) -> Self {
+        SegmentDigest {
+            segment_crc,
+            durable_bytes,
+            record_count,
+            last_ext_id,
+        }
     }
 
     /// CRC32 of every byte fed so far.

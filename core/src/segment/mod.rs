@@ -1,5 +1,5 @@
 //! The segment file: a fixed header, dense checksummed record frames, and (once sealed)
-//! a fixed footer.
+//! a fixed footer; plus the tail scanner that recovers an active segment after a crash.
 //!
 //! A segment holds the records of one stream with offsets `base_offset`,
 //! `base_offset + 1`, ... An *active* segment is header + frames and grows by appends;
@@ -21,6 +21,7 @@
 //! - [`SegmentDigest`]: what a writer accumulates while appending, to build the footer.
 //! - [`SealedSegment`]: a fully verified sealed segment; iterates records and their
 //!   byte positions.
+//! - [`scan_tail`]: the recovery scan of an active segment.
 //!
 //! **Invariants**
 //! - Every byte of a segment is covered by a CRC32 or compared with a constant: the
@@ -33,6 +34,8 @@
 //!   after it is read; decoding never panics and never allocates.
 //! - [`SealedSegment::decode`] accepts a segment only if header, every frame, the
 //!   footer and the segment CRC all verify and the footer's counts match the frames.
+//! - [`scan_tail`] truncates only bytes after which no valid record frame exists; a bad
+//!   record followed by a valid one is an error, never a truncation.
 //!
 //! [`RECORD_PAYLOAD_BYTES_MAX`]: crate::limits::RECORD_PAYLOAD_BYTES_MAX
 
@@ -40,12 +43,14 @@ mod digest;
 mod footer;
 mod header;
 mod record;
+mod scan;
 mod sealed;
 
 pub use digest::SegmentDigest;
 pub use footer::SegmentFooter;
 pub use header::SegmentHeader;
 pub use record::{FramedRecord, Record};
+pub use scan::{ActiveTail, LastRecord, TailScan, scan_tail};
 pub use sealed::{RecordBoundary, Records, SealedSegment};
 
 use crate::codec::DecodeError;
@@ -90,6 +95,42 @@ pub enum SegmentError {
     /// The file is larger than any segment may be.
     #[error("segment of {length} bytes exceeds the limit of {limit} bytes")]
     TooLarge { length: u64, limit: u64 },
+    /// The tail scanner found a bad record with a valid record after it: this is
+    /// corruption of data that may have been acknowledged, not a torn write.
+    #[error(
+        "segment record frame at byte {position} (expected offset {expected_offset}) is bad \
+         ({cause}) but a valid record with offset {valid_offset} follows at byte \
+         {valid_position}: refusing to truncate"
+    )]
+    CorruptBeforeValidRecord {
+        position: u64,
+        expected_offset: u64,
+        cause: Box<SegmentError>,
+        valid_position: u64,
+        valid_offset: u64,
+    },
+    /// The tail scanner spent its verification budget without deciding whether the
+    /// bytes after a bad record hold a valid record.
+    #[error(
+        "segment record frame at byte {position} is bad and checking the {remaining_bytes} \
+         bytes after it would exceed the tail-scan budget of {limit} bytes: refusing to truncate"
+    )]
+    ScanBudgetExceeded {
+        position: u64,
+        remaining_bytes: u64,
+        limit: u64,
+    },
+    /// The valid prefix of an active segment ends before records known to be
+    /// acknowledged.
+    #[error(
+        "segment valid prefix ends at byte {position} with next offset {next_offset}, \
+         but offsets below {acknowledged_next_offset} were acknowledged"
+    )]
+    AcknowledgedRecordsMissing {
+        position: u64,
+        next_offset: u64,
+        acknowledged_next_offset: u64,
+    },
 }
 
 impl SegmentError {
@@ -99,7 +140,10 @@ impl SegmentError {
         match self {
             SegmentError::Decode(error) => error.offset(),
             SegmentError::OffsetNotDense { position, .. }
-            | SegmentError::FooterMismatch { position, .. } => *position,
+            | SegmentError::FooterMismatch { position, .. }
+            | SegmentError::CorruptBeforeValidRecord { position, .. }
+            | SegmentError::ScanBudgetExceeded { position, .. }
+            | SegmentError::AcknowledgedRecordsMissing { position, .. } => *position,
             SegmentError::TooLarge { .. } => 0,
         }
     }

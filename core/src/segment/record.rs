@@ -160,6 +160,16 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Reads `(payload_length, offset)` of a would-be frame at `bytes[0]` without checking
+/// anything: the tail scanner's cheap plausibility filter. `None` if fewer than a frame
+/// header of bytes remain.
+pub(super) fn peek_length_and_offset(bytes: &[u8]) -> Option<(u32, u64)> {
+    let header = bytes.get(..PAYLOAD_AT)?;
+    let length = u32::from_le_bytes(header[LENGTH_AT..CRC_AT].try_into().ok()?);
+    let offset = u64::from_le_bytes(header[OFFSET_AT..TIMESTAMP_MS_AT].try_into().ok()?);
+    Some((length, offset))
+}
+
 /// Reads `(payload_length, ext_id)` of a frame the caller produced or verified.
 pub(super) fn peek_length_and_ext_id(bytes: &[u8]) -> Option<(u32, u64)> {
     let header = bytes.get(..PAYLOAD_AT)?;
