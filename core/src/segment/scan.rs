@@ -323,6 +323,49 @@ mod tests {
     }
 
     #[test]
+    fn empty_frame_right_after_a_zero_run_is_found() {
+        // The valid frame starts with its zero length field, inside the zero run.
+        let (mut bytes, positions) = active(0, &[b"a", &[9u8; 100], b""]);
+        let (zeroed, after) = (to_index(positions[1]), to_index(positions[2]));
+        bytes[zeroed..after].fill(0);
+        let error = scan_tail(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SegmentError::CorruptBeforeValidRecord {
+                    position,
+                    valid_position,
+                    valid_offset: 2,
+                    ..
+                } if position == positions[1] && valid_position == positions[2]
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn valid_frame_at_the_edge_of_the_offset_window_is_found() {
+        // Minimal frames: the record after the bad one sits 36 bytes on and carries
+        // the largest offset the window admits there.
+        let (mut bytes, positions) = active(50, &[b"a", b"", b""]);
+        bytes[to_index(positions[1]) + 4] ^= 1;
+        let error = scan_tail(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SegmentError::CorruptBeforeValidRecord {
+                    position,
+                    expected_offset: 51,
+                    valid_position,
+                    valid_offset: 52,
+                    ..
+                } if position == positions[1] && valid_position == positions[2]
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn budget_exhaustion_refuses_to_truncate() {
         let (mut bytes, _) = active(5, &[b"a"]);
         let bad = bytes.len() as u64;

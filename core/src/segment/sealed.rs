@@ -182,3 +182,124 @@ impl<'a> Iterator for Records<'a> {
         Some(framed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SegmentId;
+    use crate::segment::SegmentDigest;
+
+    /// A segment whose footer is honestly encoded (valid CRC) but may lie.
+    fn segment(offsets: &[u64], edit_footer: impl FnOnce(&mut SegmentFooter)) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        SegmentHeader {
+            segment_id: SegmentId(1),
+            base_offset: 10,
+            created_at_ms: 0,
+        }
+        .encode(&mut bytes);
+        let mut digest = SegmentDigest::new();
+        digest.update_header(&bytes);
+        for (index, offset) in offsets.iter().enumerate() {
+            let start = bytes.len();
+            Record {
+                offset: *offset,
+                timestamp_ms: 0,
+                ext_id: 100 + index as u64,
+                flags: 0,
+                payload: b"p",
+            }
+            .encode(&mut bytes);
+            digest.update_frames(&bytes[start..]);
+        }
+        let mut footer = digest.footer(0, false, 0);
+        edit_footer(&mut footer);
+        footer.encode(&mut bytes);
+        bytes
+    }
+
+    fn footer_field(error: SegmentError) -> &'static str {
+        match error {
+            SegmentError::FooterMismatch { field, .. } => field,
+            other => panic!("expected a footer mismatch, got {other}"),
+        }
+    }
+
+    #[test]
+    fn honest_segment_decodes() {
+        let bytes = segment(&[10, 11, 12], |_| {});
+        let sealed = SealedSegment::decode(&bytes).unwrap();
+        assert_eq!(sealed.next_offset(), 13);
+        assert_eq!(sealed.footer().last_ext_id, 102);
+    }
+
+    #[test]
+    fn footer_that_lies_is_rejected_field_by_field() {
+        let lie = |edit: fn(&mut SegmentFooter)| {
+            footer_field(SealedSegment::decode(&segment(&[10, 11], edit)).unwrap_err())
+        };
+        assert_eq!(lie(|footer| footer.record_count = 3), "record_count");
+        assert_eq!(lie(|footer| footer.last_ext_id = 100), "last_ext_id");
+        assert_eq!(lie(|footer| footer.segment_crc ^= 1), "segment_crc");
+        assert_eq!(lie(|footer| footer.durable_bytes += 1), "durable_bytes");
+    }
+
+    #[test]
+    fn offsets_must_be_dense_from_the_base() {
+        let bytes = segment(&[10, 12], |_| {});
+        let error = SealedSegment::decode(&bytes).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                SegmentError::OffsetNotDense {
+                    expected: 11,
+                    found: 12,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        let bytes = segment(&[11], |_| {});
+        assert!(SealedSegment::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn offset_u64_max_is_never_a_record() {
+        let mut bytes = Vec::new();
+        SegmentHeader {
+            segment_id: SegmentId(1),
+            base_offset: u64::MAX,
+            created_at_ms: 0,
+        }
+        .encode(&mut bytes);
+        let mut digest = SegmentDigest::new();
+        digest.update_header(&bytes);
+        let start = bytes.len();
+        Record {
+            offset: u64::MAX,
+            timestamp_ms: 0,
+            ext_id: 0,
+            flags: 0,
+            payload: b"",
+        }
+        .encode(&mut bytes);
+        digest.update_frames(&bytes[start..]);
+        digest.footer(0, false, 0).encode(&mut bytes);
+        let error = SealedSegment::decode(&bytes).unwrap_err();
+        assert_eq!(error.position(), start as u64);
+    }
+
+    #[test]
+    fn a_frame_cannot_run_into_the_footer() {
+        // Claim a longer payload for the last frame: its bytes would reach into the
+        // footer, which the walk never lets a frame read.
+        let mut bytes = segment(&[10], |_| {});
+        let frame = SEGMENT_HEADER_BYTES as usize;
+        bytes[frame..frame + 4].copy_from_slice(&10u32.to_le_bytes());
+        let error = SealedSegment::decode(&bytes).unwrap_err();
+        assert!(
+            matches!(error, SegmentError::Decode(DecodeError::Truncated { .. })),
+            "{error}"
+        );
+    }
+}
