@@ -70,3 +70,31 @@ const _: () = assert!(
     "a record with a key and an etag must fit a manifest record"
 );
 const _: () = assert!((RECORD_PAYLOAD_BYTES_MAX as u64) < SEGMENT_BYTES_MAX);
+
+// Segment files (`segment` module, docs/format-parts/segment.md).
+
+/// Bytes of the fixed segment header at the start of every segment file.
+pub const SEGMENT_HEADER_BYTES: u32 = 40;
+/// Bytes of a segment record frame before its payload.
+pub const SEGMENT_RECORD_FRAME_HEADER_BYTES: u32 = 36;
+/// Bytes of the fixed footer a sealed segment ends with.
+pub const SEGMENT_FOOTER_BYTES: u32 = 60;
+/// Bytes of the `current.sealed` pointer file.
+pub const SEALED_POINTER_BYTES: u32 = 40;
+/// Most bytes the tail scanner checksums while it looks for a valid record after a bad
+/// one. Past this budget it refuses to decide (an error), rather than truncate.
+pub const TAIL_SCAN_VERIFY_BYTES_MAX: u64 = 64 * RECORD_PAYLOAD_BYTES_MAX as u64;
+
+const _: () = assert!(
+    SEGMENT_HEADER_BYTES as u64
+        + SEGMENT_RECORD_FRAME_HEADER_BYTES as u64
+        + RECORD_PAYLOAD_BYTES_MAX as u64
+        + SEGMENT_FOOTER_BYTES as u64
+        <= SEGMENT_BYTES_MAX,
+    "a sealed segment holding one largest record must fit the segment limit"
+);
+const _: () = assert!(
+    TAIL_SCAN_VERIFY_BYTES_MAX
+        >= SEGMENT_RECORD_FRAME_HEADER_BYTES as u64 + RECORD_PAYLOAD_BYTES_MAX as u64,
+    "the tail scanner can verify at least one largest candidate record"
+);
