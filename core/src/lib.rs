@@ -16,7 +16,7 @@
 //! - [`limits`]: every named limit and how they relate.
 //! - [`io`]: IO requests and completions as data.
 //! - [`segment`]: segment file format and the tail scanner.
-//! - [`pointer`]: the `current.sealed` pointer file.
+//! - [`pointer`](mod@pointer): the `current.sealed` pointer file.
 //! - [`artifact`]: the seekable zstd artifact of a sealed segment (Tier 1 and Tier 2).
 //! - [`manifest`]: manifest records, chunks, the chunk writer, replay, snapshots.
 
