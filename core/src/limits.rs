@@ -46,6 +46,34 @@ pub const SNAPSHOT_SEGMENT_JOBS_MAX: u32 = 16;
 pub const ARTIFACT_FRAME_RAW_BYTES_TARGET: u32 = 256 * 1024;
 /// Most frames in one seekable artifact.
 pub const ARTIFACT_FRAMES_MAX: u32 = 1 << 20;
+/// Smallest frame target the artifact encoder accepts (tiny targets are for tests: a
+/// large segment with a tiny target may exceed `ARTIFACT_FRAMES_MAX`, which the encoder
+/// reports as an error).
+pub const ARTIFACT_FRAME_RAW_BYTES_TARGET_MIN: u32 = 1;
+/// Largest frame target the artifact encoder accepts.
+pub const ARTIFACT_FRAME_RAW_BYTES_TARGET_MAX: u32 = 16 * 1024 * 1024;
+/// Room in one artifact frame beyond twice its target or one full record payload: record
+/// framing, the segment header (first frame) and the segment footer (last frame).
+pub const ARTIFACT_FRAME_RAW_BYTES_SLACK: u32 = 1024 * 1024;
+/// Largest uncompressed size of one artifact frame. Decoders refuse larger frames and
+/// never let decompression write past the size the index records.
+pub const ARTIFACT_FRAME_RAW_BYTES_MAX: u32 = 2 * ARTIFACT_FRAME_RAW_BYTES_TARGET_MAX
+    + RECORD_PAYLOAD_BYTES_MAX
+    + ARTIFACT_FRAME_RAW_BYTES_SLACK;
+/// Largest compressed size of one artifact frame: above zstd's worst-case expansion
+/// (`compress_bound`, about 1/256 more) of the largest raw frame.
+pub const ARTIFACT_FRAME_COMPRESSED_BYTES_MAX: u32 =
+    ARTIFACT_FRAME_RAW_BYTES_MAX + ARTIFACT_FRAME_RAW_BYTES_MAX / 128 + 64 * 1024;
+/// Bytes a cold reader GETs first from the end of an artifact, hoping the seek table and
+/// index fit; if not, the index decoder says exactly how many tail bytes it needs.
+pub const ARTIFACT_TAIL_PROBE_BYTES: u32 = 64 * 1024;
+/// Lowest zstd level the artifact encoder accepts.
+pub const ARTIFACT_COMPRESSION_LEVEL_MIN: i32 = 1;
+/// Default zstd level of artifact frames.
+pub const ARTIFACT_COMPRESSION_LEVEL_DEFAULT: i32 = 3;
+/// Highest zstd level the artifact encoder accepts (levels above 19 need windows that
+/// stock decoders refuse by default).
+pub const ARTIFACT_COMPRESSION_LEVEL_MAX: i32 = 19;
 
 /// Room a manifest chunk needs before its first record (two header slots).
 pub const MANIFEST_CHUNK_HEADER_AREA_BYTES: u32 = 1024;
@@ -98,3 +126,17 @@ const _: () = assert!(
         >= SEGMENT_RECORD_FRAME_HEADER_BYTES as u64 + RECORD_PAYLOAD_BYTES_MAX as u64,
     "the tail scanner can verify at least one largest candidate record"
 );
+const _: () = assert!(ARTIFACT_FRAME_RAW_BYTES_TARGET_MIN >= 1);
+const _: () = assert!(ARTIFACT_FRAME_RAW_BYTES_TARGET_MIN <= ARTIFACT_FRAME_RAW_BYTES_TARGET);
+const _: () = assert!(ARTIFACT_FRAME_RAW_BYTES_TARGET <= ARTIFACT_FRAME_RAW_BYTES_TARGET_MAX);
+const _: () = assert!(
+    SEGMENT_BYTES_MAX / (ARTIFACT_FRAME_RAW_BYTES_TARGET as u64) < ARTIFACT_FRAMES_MAX as u64,
+    "a largest segment at the default frame target must fit the frame limit"
+);
+const _: () = assert!(
+    ARTIFACT_FRAME_RAW_BYTES_MAX as u64 <= SEGMENT_BYTES_MAX,
+    "one frame never needs to be larger than a segment"
+);
+const _: () = assert!(ARTIFACT_FRAME_RAW_BYTES_MAX < ARTIFACT_FRAME_COMPRESSED_BYTES_MAX);
+const _: () = assert!(ARTIFACT_COMPRESSION_LEVEL_MIN <= ARTIFACT_COMPRESSION_LEVEL_DEFAULT);
+const _: () = assert!(ARTIFACT_COMPRESSION_LEVEL_DEFAULT <= ARTIFACT_COMPRESSION_LEVEL_MAX);
