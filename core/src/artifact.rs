@@ -55,15 +55,8 @@ use crate::codec::DecodeError;
 use crate::limits::{ARTIFACT_FRAME_RAW_BYTES_MAX, ARTIFACT_FRAMES_MAX, ARTIFACT_TAIL_PROBE_BYTES};
 use thiserror::Error;
 
-/// Where one record starts in a segment file: its offset in the stream and the byte
-/// position of its record frame in the segment. The encoder takes these sorted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordBoundary {
-    /// The record's offset in the stream.
-    pub offset: u64,
-    /// Byte position of the record's frame in the segment file.
-    pub position: u64,
-}
+/// Where one record starts in a segment file; the encoder takes these sorted.
+pub use crate::segment::RecordBoundary;
 
 /// What went wrong while encoding or decoding an artifact.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
