@@ -8,11 +8,18 @@
 
 #![deny(unsafe_code)]
 
+use aof2_core::artifact::{self, ArtifactIndex, TailDecode};
 use aof2_core::codec::Reader;
 use aof2_core::manifest::record::{DecodedFrame, decode_frame};
+use aof2_core::pointer::SealedPointer;
+use aof2_core::segment::{SealedSegment, TailScan, scan_tail};
 
 /// Every fuzz target, by name, for the corpus replay test.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[("manifest_record_decode", manifest_record_decode)];
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("manifest_record_decode", manifest_record_decode),
+    ("segment_tail_scan", segment_tail_scan),
+    ("artifact_decode", artifact_decode),
+];
 
 /// Decodes a sequence of manifest record frames, as replay does inside a chunk.
 ///
@@ -34,5 +41,82 @@ pub fn manifest_record_decode(data: &[u8]) {
             Ok(DecodedFrame::Unknown { .. }) => {}
             Err(_) => break,
         }
+    }
+}
+
+/// Scans arbitrary bytes as a segment file found on disk after a crash, and decodes
+/// them as a sealed segment and as a `current.sealed` pointer.
+///
+/// **Invariants checked**: no panic; an active tail accounts for every byte
+/// (`valid_bytes + dropped_bytes == len`); truncating to `valid_bytes` and scanning
+/// again keeps the same records and drops nothing; a scan that says sealed agrees with
+/// `SealedSegment::decode`; a decoded sealed segment re-encodes its records densely.
+pub fn segment_tail_scan(data: &[u8]) {
+    match scan_tail(data) {
+        Ok(TailScan::Active(tail)) => {
+            assert_eq!(tail.valid_bytes + tail.dropped_bytes, data.len() as u64);
+            let kept = &data[..usize::try_from(tail.valid_bytes).expect("fits")];
+            match scan_tail(kept) {
+                Ok(TailScan::Active(again)) => {
+                    assert_eq!(again.record_count, tail.record_count);
+                    assert_eq!(again.next_offset, tail.next_offset);
+                    assert_eq!(again.dropped_bytes, 0);
+                }
+                other => panic!("a truncated valid prefix must scan as active: {other:?}"),
+            }
+        }
+        Ok(TailScan::Sealed { footer, .. }) => {
+            let sealed = SealedSegment::decode(data).expect("a scan that says sealed decodes");
+            assert_eq!(sealed.footer(), &footer);
+        }
+        Err(_) => {}
+    }
+    if let Ok(sealed) = SealedSegment::decode(data) {
+        let mut expected = sealed.base_offset();
+        for framed in sealed.records() {
+            assert_eq!(framed.record.offset, expected, "offsets are dense");
+            expected += 1;
+        }
+        assert_eq!(expected, sealed.next_offset());
+    }
+    let _ = SealedPointer::decode(data);
+}
+
+/// Decodes arbitrary bytes as a seekable artifact: whole, and the cold-read way (tail
+/// then one frame at a time).
+///
+/// **Invariants checked**: no panic; a whole decode yields exactly the raw length the
+/// index records; every frame the index locates either fails with an error or
+/// decodes to exactly its raw size, and those frames concatenated equal the whole
+/// decode.
+pub fn artifact_decode(data: &[u8]) {
+    let whole = artifact::decode_all(data);
+    let length = data.len() as u64;
+    let Ok(TailDecode::Complete(index)) = ArtifactIndex::decode_tail(data, length) else {
+        return;
+    };
+    let mut joined = Vec::new();
+    let mut every_frame_ok = true;
+    for location in index.frames() {
+        let range = location.compressed_range();
+        let Some(frame) = data.get(range.start as usize..range.end as usize) else {
+            every_frame_ok = false;
+            continue;
+        };
+        match artifact::decode_frame(frame, location) {
+            Ok(raw) => {
+                assert_eq!(raw.len() as u64, u64::from(location.raw_size));
+                joined.extend_from_slice(&raw);
+            }
+            Err(_) => every_frame_ok = false,
+        }
+    }
+    if let Ok(raw) = whole {
+        assert_eq!(raw.len() as u64, index.segment_raw_bytes());
+        assert!(
+            every_frame_ok,
+            "a whole decode succeeded but a frame failed"
+        );
+        assert_eq!(raw, joined, "frame by frame equals whole");
     }
 }
