@@ -14,8 +14,11 @@ use aof2_core::manifest::record::{DecodedFrame, decode_frame};
 use aof2_core::pointer::SealedPointer;
 use aof2_core::segment::{SealedSegment, TailScan, scan_tail};
 
+/// The body of a fuzz target.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target, by name, for the corpus replay test.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("manifest_record_decode", manifest_record_decode),
     ("segment_tail_scan", segment_tail_scan),
     ("artifact_decode", artifact_decode),
