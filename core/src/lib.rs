@@ -19,10 +19,12 @@
 //! - [`pointer`]: the `current.sealed` pointer file.
 //! - [`artifact`]: the seekable zstd artifact of a sealed segment (Tier 1 and Tier 2).
 //! - [`manifest`]: manifest records, chunks, the chunk writer, replay, snapshots.
+//! - [`backpressure`]: [`backpressure::BackpressureKind`] and `WouldBlock`.
 
 #![deny(unsafe_code)]
 
 pub mod artifact;
+pub mod backpressure;
 pub mod codec;
 pub mod io;
 pub mod limits;
