@@ -20,6 +20,7 @@
 //! - [`artifact`]: the seekable zstd artifact of a sealed segment (Tier 1 and Tier 2).
 //! - [`manifest`]: manifest records, chunks, the chunk writer, replay, snapshots.
 //! - [`backpressure`]: [`backpressure::BackpressureKind`] and `WouldBlock`.
+//! - [`retry`]: `RetryPolicy` with exponential backoff and a deterministic RNG.
 
 #![deny(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod io;
 pub mod limits;
 pub mod manifest;
 pub mod pointer;
+pub mod retry;
 pub mod segment;
 
 use serde::{Deserialize, Serialize};

@@ -8,6 +8,9 @@
 //! - Every variable-length field on disk has a `*_max` here and decoders check it
 //!   before allocating.
 //! - The largest manifest record fits in the smallest manifest chunk.
+//! - Every configurable value has a default inside its `_MIN`/`_MAX` range.
+//! - The largest retry backoff (`RETRY_DELAY_MS_MAX` doubled once per attempt) fits
+//!   a `u64`, so backoff arithmetic cannot overflow.
 
 /// Largest payload of one log record.
 pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 8 * 1024 * 1024;
@@ -70,3 +73,29 @@ const _: () = assert!(
     "a record with a key and an etag must fit a manifest record"
 );
 const _: () = assert!((RECORD_PAYLOAD_BYTES_MAX as u64) < SEGMENT_BYTES_MAX);
+
+// ---- Retries (Tier 1 and Tier 2 share `retry::RetryPolicy`) ----
+
+/// Most attempts (the first try included) a `RetryPolicy` may allow.
+pub const RETRY_ATTEMPTS_MAX: u32 = 32;
+/// Longest delay between two attempts a `RetryPolicy` may configure.
+pub const RETRY_DELAY_MS_MAX: u64 = 10 * 60 * 1000;
+/// Default attempts of a Tier 2 (and Tier 1) `RetryPolicy`, the first try included.
+pub const RETRY_MAX_ATTEMPTS_DEFAULT: u32 = 3;
+/// Default base delay of the Tier 2 `RetryPolicy`.
+pub const TIER2_RETRY_BASE_DELAY_MS_DEFAULT: u64 = 100;
+/// Default base delay (`retry_backoff`) of Tier 1 compression and hydration retries.
+pub const TIER1_RETRY_BASE_DELAY_MS_DEFAULT: u64 = 50;
+/// Default cap on one backoff delay.
+pub const RETRY_MAX_DELAY_MS_DEFAULT: u64 = 5 * 1000;
+
+const _: () = assert!(RETRY_ATTEMPTS_MAX >= 1);
+const _: () =
+    assert!(RETRY_MAX_ATTEMPTS_DEFAULT >= 1 && RETRY_MAX_ATTEMPTS_DEFAULT <= RETRY_ATTEMPTS_MAX);
+const _: () = assert!(TIER1_RETRY_BASE_DELAY_MS_DEFAULT <= RETRY_MAX_DELAY_MS_DEFAULT);
+const _: () = assert!(TIER2_RETRY_BASE_DELAY_MS_DEFAULT <= RETRY_MAX_DELAY_MS_DEFAULT);
+const _: () = assert!(RETRY_MAX_DELAY_MS_DEFAULT <= RETRY_DELAY_MS_MAX);
+const _: () = assert!(
+    (RETRY_DELAY_MS_MAX as u128) << (RETRY_ATTEMPTS_MAX - 1) <= u64::MAX as u128,
+    "the largest uncapped backoff must not overflow u64"
+);
