@@ -21,6 +21,7 @@
 //! - [`manifest`]: manifest records, chunks, the chunk writer, replay, snapshots.
 //! - [`backpressure`]: [`backpressure::BackpressureKind`] and `WouldBlock`.
 //! - [`retry`]: `RetryPolicy` with exponential backoff and a deterministic RNG.
+//! - [`names`]: validated stream names, object keys and local paths.
 
 #![deny(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod codec;
 pub mod io;
 pub mod limits;
 pub mod manifest;
+pub mod names;
 pub mod pointer;
 pub mod retry;
 pub mod segment;
