@@ -22,6 +22,7 @@
 //! - [`backpressure`]: [`backpressure::BackpressureKind`] and `WouldBlock`.
 //! - [`retry`]: `RetryPolicy` with exponential backoff and a deterministic RNG.
 //! - [`names`]: validated stream names, object keys and local paths.
+//! - [`tier0`]: the Tier 0 hot cache (budget, LRU, pins, activation queue).
 
 #![deny(unsafe_code)]
 
@@ -35,6 +36,7 @@ pub mod names;
 pub mod pointer;
 pub mod retry;
 pub mod segment;
+pub mod tier0;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
