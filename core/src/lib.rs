@@ -19,16 +19,24 @@
 //! - [`pointer`](mod@pointer): the `current.sealed` pointer file.
 //! - [`artifact`]: the seekable zstd artifact of a sealed segment (Tier 1 and Tier 2).
 //! - [`manifest`]: manifest records, chunks, the chunk writer, replay, snapshots.
+//! - [`backpressure`]: [`backpressure::BackpressureKind`] and `WouldBlock`.
+//! - [`retry`]: `RetryPolicy` with exponential backoff and a deterministic RNG.
+//! - [`names`]: validated stream names, object keys and local paths.
+//! - [`tier0`]: the Tier 0 hot cache (budget, LRU, pins, activation queue).
 
 #![deny(unsafe_code)]
 
 pub mod artifact;
+pub mod backpressure;
 pub mod codec;
 pub mod io;
 pub mod limits;
 pub mod manifest;
+pub mod names;
 pub mod pointer;
+pub mod retry;
 pub mod segment;
+pub mod tier0;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

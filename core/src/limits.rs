@@ -8,6 +8,9 @@
 //! - Every variable-length field on disk has a `*_max` here and decoders check it
 //!   before allocating.
 //! - The largest manifest record fits in the smallest manifest chunk.
+//! - Every configurable value has a default inside its `_MIN`/`_MAX` range.
+//! - The largest retry backoff (`RETRY_DELAY_MS_MAX` doubled once per attempt) fits
+//!   a `u64`, so backoff arithmetic cannot overflow.
 
 /// Largest payload of one log record.
 pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 8 * 1024 * 1024;
@@ -140,3 +143,52 @@ const _: () = assert!(
 const _: () = assert!(ARTIFACT_FRAME_RAW_BYTES_MAX < ARTIFACT_FRAME_COMPRESSED_BYTES_MAX);
 const _: () = assert!(ARTIFACT_COMPRESSION_LEVEL_MIN <= ARTIFACT_COMPRESSION_LEVEL_DEFAULT);
 const _: () = assert!(ARTIFACT_COMPRESSION_LEVEL_DEFAULT <= ARTIFACT_COMPRESSION_LEVEL_MAX);
+// ---- Retries (Tier 1 and Tier 2 share `retry::RetryPolicy`) ----
+
+/// Most attempts (the first try included) a `RetryPolicy` may allow.
+pub const RETRY_ATTEMPTS_MAX: u32 = 32;
+/// Longest delay between two attempts a `RetryPolicy` may configure.
+pub const RETRY_DELAY_MS_MAX: u64 = 10 * 60 * 1000;
+/// Default attempts of a Tier 2 (and Tier 1) `RetryPolicy`, the first try included.
+pub const RETRY_MAX_ATTEMPTS_DEFAULT: u32 = 3;
+/// Default base delay of the Tier 2 `RetryPolicy`.
+pub const TIER2_RETRY_BASE_DELAY_MS_DEFAULT: u64 = 100;
+/// Default base delay (`retry_backoff`) of Tier 1 compression and hydration retries.
+pub const TIER1_RETRY_BASE_DELAY_MS_DEFAULT: u64 = 50;
+/// Default cap on one backoff delay.
+pub const RETRY_MAX_DELAY_MS_DEFAULT: u64 = 5 * 1000;
+
+// ---- Tier 0 cache ----
+
+/// Smallest configurable Tier 0 budget (`cluster_max_bytes`); smaller values are
+/// almost certainly a unit mistake.
+pub const TIER0_CLUSTER_MAX_BYTES_MIN: u64 = 1024 * 1024;
+/// Default Tier 0 budget (`cluster_max_bytes`).
+pub const TIER0_CLUSTER_MAX_BYTES_DEFAULT: u64 = 1024 * 1024 * 1024;
+/// Most hydrations that may wait for Tier 0 space at once.
+pub const ACTIVATION_QUEUE_MAX: u32 = 4096;
+/// Default `activation_queue_warn_threshold` (the runbook alerts at depth >= 4).
+pub const ACTIVATION_QUEUE_WARN_THRESHOLD_DEFAULT: u32 = 4;
+/// Most readers that may pin one Tier 0 segment at once.
+pub const TIER0_SEGMENT_PINS_MAX: u32 = 1 << 16;
+/// Most actions plus events Tier 0 holds for its driver; a driver that drains after
+/// every input never comes close, so reaching it is a driver bug.
+pub const TIER0_OUTPUTS_QUEUED_MAX: u32 = 1 << 20;
+
+const _: () = assert!(RETRY_ATTEMPTS_MAX >= 1);
+const _: () =
+    assert!(RETRY_MAX_ATTEMPTS_DEFAULT >= 1 && RETRY_MAX_ATTEMPTS_DEFAULT <= RETRY_ATTEMPTS_MAX);
+const _: () = assert!(TIER1_RETRY_BASE_DELAY_MS_DEFAULT <= RETRY_MAX_DELAY_MS_DEFAULT);
+const _: () = assert!(TIER2_RETRY_BASE_DELAY_MS_DEFAULT <= RETRY_MAX_DELAY_MS_DEFAULT);
+const _: () = assert!(RETRY_MAX_DELAY_MS_DEFAULT <= RETRY_DELAY_MS_MAX);
+const _: () = assert!(
+    (RETRY_DELAY_MS_MAX as u128) << (RETRY_ATTEMPTS_MAX - 1) <= u64::MAX as u128,
+    "the largest uncapped backoff must not overflow u64"
+);
+const _: () = assert!(TIER0_CLUSTER_MAX_BYTES_MIN <= TIER0_CLUSTER_MAX_BYTES_DEFAULT);
+const _: () = assert!(ACTIVATION_QUEUE_WARN_THRESHOLD_DEFAULT >= 1);
+const _: () = assert!(ACTIVATION_QUEUE_WARN_THRESHOLD_DEFAULT <= ACTIVATION_QUEUE_MAX);
+const _: () = assert!(
+    ACTIVATION_QUEUE_MAX < TIER0_OUTPUTS_QUEUED_MAX,
+    "granting the whole queue at once must fit the output queue"
+);
