@@ -1,7 +1,8 @@
 //! IO requests as plain data: what a state machine asks its driver to do.
 //!
-//! State machines in `core` never touch a file. They emit [`DiskRequest`]s tagged with
-//! an [`IoId`]; the driver carries each out and hands back a [`DiskCompletion`] with the
+//! State machines in `core` never touch a file, a socket or a CPU pool. They emit
+//! [`IoRequest`]s ([`DiskRequest`], [`ObjectRequest`], [`CpuJob`]) tagged with an
+//! [`IoId`]; the driver carries each out and hands back an [`IoCompletion`] with the
 //! same id. Paths are [`LocalPath`]s: relative to the store root and built only from
 //! validated components, so no user text ever becomes a path unchecked.
 //!
@@ -140,6 +141,126 @@ pub enum DiskCompletion {
     Length(u64),
     /// The request failed.
     Failed(DiskErrorKind),
+}
+
+/// How a put treats an existing object (maps to `object_store::PutMode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutMode {
+    /// Write unconditionally (objects are immutable by key, so this is idempotent).
+    Overwrite,
+    /// Fail with [`ObjectErrorKind::AlreadyExists`] if the key exists.
+    IfAbsent,
+    /// Fail with [`ObjectErrorKind::PreconditionFailed`] unless the current etag matches.
+    IfMatch { etag: String },
+}
+
+/// A request to the object store (Tier 2). Keys come from `names`, never from
+/// unchecked user text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectRequest {
+    Put {
+        key: String,
+        bytes: Bytes,
+        mode: PutMode,
+    },
+    /// The whole object.
+    Get { key: String },
+    /// Bytes `start..end` of the object (clamped to its length).
+    GetRange { key: String, start: u64, end: u64 },
+    /// Size and etag.
+    Head { key: String },
+    /// Deleting a missing key succeeds (idempotent).
+    Delete { key: String },
+    /// Every key under `prefix`, in key order.
+    List { prefix: String },
+}
+
+/// One listed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
+/// Why an object request failed, classified by what the caller should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ObjectErrorKind {
+    NotFound,
+    /// `IfAbsent` found the key.
+    AlreadyExists,
+    /// `IfMatch` found another etag.
+    PreconditionFailed,
+    /// 503 SlowDown and friends: retry with backoff.
+    Throttled,
+    /// Timeouts, resets, 5xx: retry; the operation may or may not have applied.
+    Transient,
+    /// Credentials, permissions, bad request: retrying will not help.
+    Permanent,
+}
+
+impl ObjectErrorKind {
+    /// Whether retrying the same request can succeed.
+    #[must_use]
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ObjectErrorKind::Throttled | ObjectErrorKind::Transient)
+    }
+}
+
+/// The outcome of an [`ObjectRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectCompletion {
+    Put { etag: Option<String> },
+    /// Body of a `Get` or `GetRange`, and the object's total size.
+    Got { bytes: Bytes, object_size: u64 },
+    Head(ObjectMeta),
+    Deleted,
+    Listed(Vec<ObjectMeta>),
+    Failed(ObjectErrorKind),
+}
+
+/// CPU-bound work the driver runs off the IO path (a blocking pool in production,
+/// inline in simulation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuJob {
+    /// Compress a sealed segment into a seekable artifact.
+    Compress {
+        segment: Bytes,
+        frame_raw_bytes_target: u32,
+        compression_level: i32,
+    },
+    /// Decompress a whole artifact back into segment bytes, checking every frame.
+    Decompress { artifact: Bytes },
+}
+
+/// The outcome of a [`CpuJob`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuResult {
+    Compressed {
+        artifact: Bytes,
+        frame_count: u32,
+        checksum: u32,
+    },
+    Decompressed { segment: Bytes },
+    /// The input was corrupt or not compressible as asked; the message says why.
+    Failed { reason: String },
+}
+
+/// Any request a state machine emits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoRequest {
+    Disk(DiskRequest),
+    Object(ObjectRequest),
+    Cpu(CpuJob),
+}
+
+/// Any completion the driver delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoCompletion {
+    Disk(DiskCompletion),
+    Object(ObjectCompletion),
+    Cpu(CpuResult),
 }
 
 #[cfg(test)]
