@@ -204,16 +204,24 @@ impl ObjectErrorKind {
     /// Whether retrying the same request can succeed.
     #[must_use]
     pub fn is_retryable(self) -> bool {
-        matches!(self, ObjectErrorKind::Throttled | ObjectErrorKind::Transient)
+        matches!(
+            self,
+            ObjectErrorKind::Throttled | ObjectErrorKind::Transient
+        )
     }
 }
 
 /// The outcome of an [`ObjectRequest`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectCompletion {
-    Put { etag: Option<String> },
+    Put {
+        etag: Option<String>,
+    },
     /// Body of a `Get` or `GetRange`, and the object's total size.
-    Got { bytes: Bytes, object_size: u64 },
+    Got {
+        bytes: Bytes,
+        object_size: u64,
+    },
     Head(ObjectMeta),
     Deleted,
     Listed(Vec<ObjectMeta>),
@@ -242,9 +250,13 @@ pub enum CpuResult {
         frame_count: u32,
         checksum: u32,
     },
-    Decompressed { segment: Bytes },
+    Decompressed {
+        segment: Bytes,
+    },
     /// The input was corrupt or not compressible as asked; the message says why.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 /// Any request a state machine emits.

@@ -15,6 +15,7 @@
 //! - [`codec`]: shared encoding conventions, [`codec::DecodeError`].
 //! - [`limits`]: every named limit and how they relate.
 //! - [`io`]: IO requests and completions as data.
+//! - [`cpu`]: runs compression jobs (pure functions, shared by every driver).
 //! - [`segment`]: segment file format and the tail scanner.
 //! - [`pointer`](mod@pointer): the `current.sealed` pointer file.
 //! - [`artifact`]: the seekable zstd artifact of a sealed segment (Tier 1 and Tier 2).
@@ -29,6 +30,7 @@
 pub mod artifact;
 pub mod backpressure;
 pub mod codec;
+pub mod cpu;
 pub mod io;
 pub mod limits;
 pub mod manifest;
