@@ -349,6 +349,16 @@ impl ManifestWriter {
                     ),
                 });
             }
+            if reseal.end_ordinal() > start.next_ordinal {
+                return Err(ManifestError::InvalidStart {
+                    reason: format!(
+                        "chunk {} to reseal ends at ordinal {}, after the next ordinal {}",
+                        reseal.chunk_index,
+                        reseal.end_ordinal(),
+                        start.next_ordinal
+                    ),
+                });
+            }
             if reseal.flags.sealed {
                 return Err(ManifestError::InvalidStart {
                     reason: format!("chunk {} is already sealed", reseal.chunk_index),
@@ -1508,6 +1518,18 @@ pub(crate) mod tests {
             matches!(error, ManifestError::InvalidStart { .. }),
             "{error}"
         );
+        let overlapping = WriterStart {
+            next_chunk_index: 4,
+            next_ordinal: 1,
+            reseal: Some(SlotHeader {
+                commit_sequence: 1,
+                committed_length: 64,
+                record_count: 2,
+                ..SlotHeader::empty(3, 0)
+            }),
+        };
+        let error = ManifestWriter::new(small_config(), dir(), overlapping, 0).unwrap_err();
+        assert!(error.to_string().contains("ends at ordinal 2"), "{error}");
     }
 
     #[test]
