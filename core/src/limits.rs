@@ -83,6 +83,34 @@ pub const MANIFEST_CHUNK_HEADER_AREA_BYTES: u32 = 1024;
 /// Bytes of a manifest record frame before its payload.
 pub const MANIFEST_RECORD_FRAME_HEADER_BYTES: u32 = 32;
 
+/// Bytes of one manifest chunk header slot: one 512-byte sector, so a torn write of one
+/// slot never damages the other.
+pub const MANIFEST_CHUNK_SLOT_BYTES: u32 = 512;
+/// Bytes of a header slot that carry fields (the rest of the sector is zero).
+pub const MANIFEST_CHUNK_SLOT_FIELDS_BYTES: u32 = 52;
+/// Most record bytes one manifest chunk can hold (after its header area).
+pub const MANIFEST_CHUNK_RECORD_BYTES_MAX: u32 =
+    MANIFEST_CHUNK_BYTES_MAX - MANIFEST_CHUNK_HEADER_AREA_BYTES;
+/// Most records one manifest chunk can hold (every frame is at least a frame header).
+pub const MANIFEST_CHUNK_RECORDS_MAX: u32 =
+    MANIFEST_CHUNK_RECORD_BYTES_MAX / MANIFEST_RECORD_FRAME_HEADER_BYTES;
+
+/// Shortest configurable manifest rotation period.
+pub const MANIFEST_ROTATION_PERIOD_MS_MIN: u64 = 1;
+/// Longest configurable manifest rotation period (one hour).
+pub const MANIFEST_ROTATION_PERIOD_MS_MAX: u64 = 60 * 60 * 1000;
+
+/// Most bytes of record frames the manifest writer buffers before they are durable;
+/// `append` past it fails with `BufferFull` until a commit drains the buffer.
+pub const MANIFEST_WRITER_BUFFERED_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Most events the manifest writer queues for its driver. Each input produces at most
+/// two, and the driver drains `poll_event` after every input, so reaching this is a
+/// driver bug.
+pub const MANIFEST_WRITER_EVENTS_MAX: u32 = 1024;
+
+/// Most chunk corruptions a replay keeps in detail (all of them are counted).
+pub const MANIFEST_REPLAY_CORRUPTIONS_KEPT_MAX: u32 = 64;
+
 const _: () = assert!(MANIFEST_CHUNK_BYTES_MIN <= MANIFEST_CHUNK_BYTES_DEFAULT);
 const _: () = assert!(MANIFEST_CHUNK_BYTES_DEFAULT <= MANIFEST_CHUNK_BYTES_MAX);
 const _: () = assert!(
@@ -191,4 +219,20 @@ const _: () = assert!(ACTIVATION_QUEUE_WARN_THRESHOLD_DEFAULT <= ACTIVATION_QUEU
 const _: () = assert!(
     ACTIVATION_QUEUE_MAX < TIER0_OUTPUTS_QUEUED_MAX,
     "granting the whole queue at once must fit the output queue"
+);
+const _: () = assert!(
+    2 * MANIFEST_CHUNK_SLOT_BYTES == MANIFEST_CHUNK_HEADER_AREA_BYTES,
+    "the header area is exactly two slots, each in its own sector"
+);
+const _: () = assert!(MANIFEST_CHUNK_SLOT_FIELDS_BYTES <= MANIFEST_CHUNK_SLOT_BYTES);
+const _: () = assert!(MANIFEST_ROTATION_PERIOD_MS_MIN <= MANIFEST_ROTATION_PERIOD_MS_DEFAULT);
+const _: () = assert!(MANIFEST_ROTATION_PERIOD_MS_DEFAULT <= MANIFEST_ROTATION_PERIOD_MS_MAX);
+const _: () = assert!(
+    MANIFEST_WRITER_BUFFERED_BYTES_MAX
+        >= (MANIFEST_RECORD_FRAME_HEADER_BYTES + MANIFEST_RECORD_PAYLOAD_BYTES_MAX) as u64,
+    "the writer buffer holds at least the largest record"
+);
+const _: () = assert!(
+    SNAPSHOT_SEGMENT_JOBS_MAX >= 4,
+    "a segment has at most four job kinds"
 );

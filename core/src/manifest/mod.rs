@@ -14,3 +14,16 @@ pub mod record;
 pub mod replay;
 pub mod snapshot;
 pub mod writer;
+
+pub use chunk::{
+    ChunkError, ChunkFlags, DecodedChunk, SlotHeader, chunk_file_name, decode_chunk,
+    parse_chunk_file_name,
+};
+pub use index::{ApplyOutcome, Lifecycle, ManifestIndex, Residency, SegmentEntry};
+pub use record::{DecodedFrame, ManifestRecord, ReasonCode, RecordFrame, RecordType, Tier};
+pub use replay::{ReplayError, ReplayFigures, ReplayOutcome, ReplayTail, Replayer};
+pub use snapshot::{ManifestPosition, Snapshot, SnapshotError};
+pub use writer::{
+    ConfigError, IoFailure, ManifestError, ManifestEvent, ManifestWriter, ManifestWriterConfig,
+    WriterOperation, WriterStart,
+};
