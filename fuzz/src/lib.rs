@@ -10,7 +10,10 @@
 
 use aof2_core::artifact::{self, ArtifactIndex, TailDecode};
 use aof2_core::codec::Reader;
+use aof2_core::manifest::chunk::decode_chunk;
 use aof2_core::manifest::record::{DecodedFrame, decode_frame};
+use aof2_core::manifest::replay::Replayer;
+use aof2_core::manifest::snapshot::Snapshot;
 use aof2_core::pointer::SealedPointer;
 use aof2_core::segment::{SealedSegment, TailScan, scan_tail};
 
@@ -22,6 +25,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("manifest_record_decode", manifest_record_decode),
     ("segment_tail_scan", segment_tail_scan),
     ("artifact_decode", artifact_decode),
+    ("manifest_chunk_replay", manifest_chunk_replay),
+    ("snapshot_decode", snapshot_decode),
 ];
 
 /// Decodes a sequence of manifest record frames, as replay does inside a chunk.
@@ -121,5 +126,53 @@ pub fn artifact_decode(data: &[u8]) {
             "a whole decode succeeded but a frame failed"
         );
         assert_eq!(raw, joined, "frame by frame equals whole");
+    }
+}
+
+/// Decodes arbitrary bytes as a manifest chunk and replays them; the first byte
+/// chooses whether the input is one chunk or split into two consecutive chunks.
+///
+/// **Invariants checked**: no panic; a decoded chunk passes its own postconditions
+/// (`DecodedChunk::check_invariants`); committed record bytes plus trimmed bytes never
+/// exceed the input; the replayer and the rebuilt index pass `check_invariants()`
+/// after every chunk; replay counts every corruption it reports.
+pub fn manifest_chunk_replay(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
+    let chunks: Vec<&[u8]> = if selector & 1 == 0 || rest.len() < 2 {
+        vec![rest]
+    } else {
+        let cut = usize::from(selector >> 1) * rest.len() / 128;
+        vec![&rest[..cut], &rest[cut..]]
+    };
+    for (index, chunk) in chunks.iter().enumerate() {
+        let decoded = decode_chunk(index as u64, chunk);
+        decoded.check_invariants();
+        if let Some(commit) = &decoded.commit {
+            assert!(commit.committed_end() + decoded.trimmed_bytes <= chunk.len() as u64);
+        }
+    }
+    let mut replayer = Replayer::new(None);
+    for (index, chunk) in chunks.iter().enumerate() {
+        replayer
+            .replay_chunk(index as u64 * 10, index as u64, chunk)
+            .expect("chunks are given in increasing index order");
+        replayer.check_invariants();
+    }
+    let outcome = replayer.finish(100);
+    outcome.index.check_invariants();
+    assert!(outcome.figures.corruption_events >= outcome.corruptions.len() as u64);
+    assert_eq!(outcome.figures.chunk_count, chunks.len() as u64);
+}
+
+/// Decodes arbitrary bytes as a snapshot file.
+///
+/// **Invariants checked**: no panic; a decoded snapshot's index passes
+/// `check_invariants()` and re-encodes to exactly the input bytes.
+pub fn snapshot_decode(data: &[u8]) {
+    if let Ok(snapshot) = Snapshot::decode(data) {
+        snapshot.index().check_invariants();
+        assert_eq!(snapshot.to_bytes(), data, "a snapshot has one encoding");
     }
 }
