@@ -57,6 +57,16 @@ impl LocalPath {
         LocalPath(format!("{}/{}", self.0, component))
     }
 
+    /// This path with a `/`-separated relative path appended (e.g. an object key,
+    /// which the embedded default Tier 2 stores as a file). Every component must be
+    /// valid; keys come from `names`, so an invalid one is a bug.
+    #[must_use]
+    pub fn join_relative(&self, relative: &str) -> Self {
+        relative
+            .split('/')
+            .fold(self.clone(), |path, component| path.join(component))
+    }
+
     /// The parent directory, if any.
     #[must_use]
     pub fn parent(&self) -> Option<LocalPath> {
@@ -286,6 +296,21 @@ mod tests {
         assert_eq!(path.as_str(), "streams/orders/manifest/00000001.mlog");
         assert_eq!(path.file_name(), "00000001.mlog");
         assert_eq!(path.parent().unwrap().as_str(), "streams/orders/manifest");
+    }
+
+    #[test]
+    fn relative_paths_join_component_by_component() {
+        let root = LocalPath::from_components(&["tier2"]);
+        assert_eq!(
+            root.join_relative("segments/s/1.zst").as_str(),
+            "tier2/segments/s/1.zst"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "invalid path component")]
+    fn relative_paths_reject_dot_dot() {
+        let _ = LocalPath::from_components(&["tier2"]).join_relative("segments/../x");
     }
 
     #[test]
