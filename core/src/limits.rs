@@ -130,7 +130,7 @@ const _: () = assert!(
 );
 const _: () = assert!((RECORD_PAYLOAD_BYTES_MAX as u64) < SEGMENT_BYTES_MAX);
 
-// Segment files (`segment` module, docs/format-parts/segment.md).
+// Segment files (`segment` module, docs/format.md).
 
 /// Bytes of the fixed segment header at the start of every segment file.
 pub const SEGMENT_HEADER_BYTES: u32 = 40;

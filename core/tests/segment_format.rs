@@ -702,7 +702,7 @@ proptest! {
 
 #[test]
 fn frame_header_size_is_what_the_docs_draw() {
-    // docs/format-parts/segment.md draws these sizes; a change must update the docs.
+    // docs/format.md draws these sizes; a change must update the docs.
     assert_eq!(SEGMENT_HEADER_BYTES, 40);
     assert_eq!(SEGMENT_RECORD_FRAME_HEADER_BYTES, 36);
     assert_eq!(SEGMENT_FOOTER_BYTES, 60);

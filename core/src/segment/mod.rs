@@ -4,7 +4,7 @@
 //! A segment holds the records of one stream with offsets `base_offset`,
 //! `base_offset + 1`, ... An *active* segment is header + frames and grows by appends;
 //! sealing appends the footer once. The byte layouts are drawn in
-//! `docs/format-parts/segment.md`:
+//! `docs/format.md`:
 //!
 //! ```text
 //! header  (SEGMENT_HEADER_BYTES = 40)         magic, version, flags, segment id,
