@@ -16,6 +16,9 @@
 //! - [`limits`]: every named limit and how they relate.
 //! - [`io`]: IO requests and completions as data.
 //! - [`cpu`]: runs compression jobs (pure functions, shared by every driver).
+//! - [`driver`]: the one async loop that pumps a machine against port traits.
+//! - [`memory_ports`]: plain in-memory ports without faults (tests; feature
+//!   `memory-ports`).
 //! - [`segment`]: segment file format and the tail scanner.
 //! - [`pointer`](mod@pointer): the `current.sealed` pointer file.
 //! - [`artifact`]: the seekable zstd artifact of a sealed segment (Tier 1 and Tier 2).
@@ -31,9 +34,12 @@ pub mod artifact;
 pub mod backpressure;
 pub mod codec;
 pub mod cpu;
+pub mod driver;
 pub mod io;
 pub mod limits;
 pub mod manifest;
+#[cfg(any(test, feature = "memory-ports"))]
+pub mod memory_ports;
 pub mod names;
 pub mod pointer;
 pub mod retry;
