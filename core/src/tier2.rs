@@ -2697,6 +2697,577 @@ mod tests {
         }
     }
 
+    // ---- Random operation sequences ----
+
+    const SEGMENTS: u8 = 4;
+    /// Size of every object a fetch reads.
+    const FETCHED_OBJECT_BYTES: u64 = 64;
+
+    #[derive(Debug, Clone)]
+    enum Outcome {
+        Success,
+        /// A head answering another size (a success for other requests).
+        HeadMismatch,
+        /// A get answering a truncated body (a success for other requests).
+        ShortBody,
+        Error(ObjectErrorKind),
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Upload {
+            segment: u8,
+            bytes: u8,
+        },
+        Delete {
+            segment: u8,
+        },
+        Fetch {
+            segment: u8,
+            range: Option<(u8, u8)>,
+        },
+        Complete {
+            pick: u8,
+            outcome: Outcome,
+        },
+        Advance {
+            ms: u8,
+        },
+    }
+
+    fn error_kind() -> impl Strategy<Value = ObjectErrorKind> {
+        prop_oneof![
+            Just(ObjectErrorKind::NotFound),
+            Just(ObjectErrorKind::AlreadyExists),
+            Just(ObjectErrorKind::PreconditionFailed),
+            Just(ObjectErrorKind::Throttled),
+            Just(ObjectErrorKind::Transient),
+            Just(ObjectErrorKind::Permanent),
+        ]
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            3 => Just(Outcome::Success),
+            1 => Just(Outcome::HeadMismatch),
+            1 => Just(Outcome::ShortBody),
+            4 => error_kind().prop_map(Outcome::Error),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let segment = 0..SEGMENTS;
+        prop_oneof![
+            1 => (segment.clone(), any::<u8>())
+                .prop_map(|(segment, bytes)| Op::Upload { segment, bytes }),
+            1 => segment.clone().prop_map(|segment| Op::Delete { segment }),
+            1 => (segment, proptest::option::of((0u8..80, 0u8..80)))
+                .prop_map(|(segment, range)| Op::Fetch { segment, range }),
+            3 => (any::<u8>(), outcome()).prop_map(|(pick, outcome)| Op::Complete { pick, outcome }),
+            1 => any::<u8>().prop_map(|ms| Op::Advance { ms }),
+        ]
+    }
+
+    fn config() -> impl Strategy<Value = Tier2Config> {
+        (
+            1u32..=4,
+            0u64..=50,
+            prop_oneof![Just(Jitter::Equal), Just(Jitter::Full)],
+            1u32..=3,
+            1u32..=3,
+            1u32..=3,
+        )
+            .prop_map(
+                |(attempts, base, jitter, upload, delete, fetch)| Tier2Config {
+                    retry: RetryPolicy::new(attempts, base, 200, jitter).unwrap(),
+                    upload_concurrency: upload,
+                    delete_concurrency: delete,
+                    fetch_concurrency: fetch,
+                    retention: RetentionPolicy::KEEP_ALL,
+                },
+            )
+    }
+
+    fn queue_of(request: &ObjectRequest) -> Tier2Queue {
+        match request {
+            ObjectRequest::Put { .. } | ObjectRequest::Head { .. } => Tier2Queue::Upload,
+            ObjectRequest::Delete { .. } => Tier2Queue::Delete,
+            ObjectRequest::Get { .. } | ObjectRequest::GetRange { .. } => Tier2Queue::Fetch,
+            ObjectRequest::List { .. } => panic!("Tier 2 never lists"),
+        }
+    }
+
+    /// A driver that completes requests as told, and a model of what must happen.
+    #[derive(Default)]
+    struct Driver {
+        now_ms: u64,
+        outstanding: Vec<(IoId, ObjectRequest)>,
+        /// Accepted uploads and deletes without a terminal event yet, by key.
+        open_keys: BTreeMap<String, Tier2Queue>,
+        /// Accepted fetches without a terminal event yet.
+        open_fetches: BTreeSet<FetchId>,
+        upload_bytes: BTreeMap<String, u64>,
+        next_fetch_id: u64,
+        accepted: [u64; 3],
+        terminal: [u64; 3],
+        /// Every request and event, in order: the run's trace.
+        trace: Vec<String>,
+        /// The request just completed and its completion, until the event it caused.
+        last_completion: Option<(ObjectRequest, ObjectCompletion)>,
+    }
+
+    impl Driver {
+        fn open(&mut self, queue: Tier2Queue, key: String) {
+            self.accepted[queue.index()] += 1;
+            let previous = self.open_keys.insert(key, queue);
+            assert!(previous.is_none());
+        }
+
+        fn close(&mut self, queue: Tier2Queue, key: &str) {
+            self.terminal[queue.index()] += 1;
+            let open = self.open_keys.remove(key);
+            assert_eq!(
+                open,
+                Some(queue),
+                "{key}: terminal event without an operation"
+            );
+        }
+    }
+
+    fn completion_for(
+        driver: &Driver,
+        request: &ObjectRequest,
+        outcome: &Outcome,
+    ) -> ObjectCompletion {
+        if let Outcome::Error(kind) = outcome {
+            return ObjectCompletion::Failed(*kind);
+        }
+        match request {
+            ObjectRequest::Put { .. } => ObjectCompletion::Put {
+                etag: Some("etag".to_owned()),
+            },
+            ObjectRequest::Head { key } => {
+                let size = driver.upload_bytes[key];
+                let size = if matches!(outcome, Outcome::HeadMismatch) {
+                    size + 1
+                } else {
+                    size
+                };
+                ObjectCompletion::Head(ObjectMeta {
+                    key: key.clone(),
+                    size,
+                    etag: None,
+                })
+            }
+            ObjectRequest::Delete { .. } => ObjectCompletion::Deleted,
+            ObjectRequest::Get { .. } | ObjectRequest::GetRange { .. } => {
+                let expected = match request {
+                    ObjectRequest::GetRange { start, end, .. } => {
+                        (*end).min(FETCHED_OBJECT_BYTES).saturating_sub(*start)
+                    }
+                    _ => FETCHED_OBJECT_BYTES,
+                };
+                let length = match (outcome, expected) {
+                    (Outcome::ShortBody, 0) => 1,
+                    (Outcome::ShortBody, expected) => expected - 1,
+                    _ => expected,
+                };
+                ObjectCompletion::Got {
+                    bytes: Bytes::from(vec![7; length as usize]),
+                    object_size: FETCHED_OBJECT_BYTES,
+                }
+            }
+            ObjectRequest::List { .. } => panic!("Tier 2 never lists"),
+        }
+    }
+
+    fn is_retry(event: &Tier2Event) -> bool {
+        matches!(
+            event,
+            Tier2Event::UploadRetryScheduled { .. }
+                | Tier2Event::DeleteRetryScheduled { .. }
+                | Tier2Event::FetchRetryScheduled { .. }
+        )
+    }
+
+    fn request_key(request: &ObjectRequest) -> &str {
+        match request {
+            ObjectRequest::Put { key, .. }
+            | ObjectRequest::Get { key }
+            | ObjectRequest::GetRange { key, .. }
+            | ObjectRequest::Head { key }
+            | ObjectRequest::Delete { key } => key,
+            ObjectRequest::List { .. } => panic!("Tier 2 never lists"),
+        }
+    }
+
+    /// Checks a retry or terminal event against the completion that caused it: the
+    /// oracle of what each answer of the store must lead to.
+    fn check_outcome(
+        config: &Tier2Config,
+        driver: &Driver,
+        event: &Tier2Event,
+        request: &ObjectRequest,
+        completion: &ObjectCompletion,
+    ) {
+        let context = format!("{request:?} -> {completion:?} gave {event:?}");
+        assert_eq!(event.key(), request_key(request), "{context}");
+        let max_attempts = config.retry.max_attempts;
+        let is_head = matches!(request, ObjectRequest::Head { .. });
+        // Whether the failure that `reason` reports may be retried.
+        let retryable = |reason: &FailureReason| match (reason, completion) {
+            (FailureReason::Store(kind), ObjectCompletion::Failed(answered)) => {
+                assert_eq!(kind, answered, "{context}");
+                kind.is_retryable() || (is_head && *kind == ObjectErrorKind::NotFound)
+            }
+            (FailureReason::BadResponse { .. }, ObjectCompletion::Got { .. }) => true,
+            (FailureReason::SizeMismatch { found_bytes, .. }, ObjectCompletion::Head(meta)) => {
+                assert_eq!(*found_bytes, meta.size, "{context}");
+                assert_ne!(meta.size, driver.upload_bytes[&meta.key], "{context}");
+                false
+            }
+            _ => panic!("reason does not match the answer: {context}"),
+        };
+        match event {
+            Tier2Event::UploadRetryScheduled { error, attempt, .. }
+            | Tier2Event::DeleteRetryScheduled { error, attempt, .. }
+            | Tier2Event::FetchRetryScheduled { error, attempt, .. } => {
+                assert!(retryable(error), "retried a permanent failure: {context}");
+                assert!(*attempt < max_attempts, "{context}");
+            }
+            Tier2Event::UploadFailed {
+                reason, attempts, ..
+            }
+            | Tier2Event::DeleteFailed {
+                reason, attempts, ..
+            }
+            | Tier2Event::FetchFailed {
+                reason, attempts, ..
+            } => {
+                if retryable(reason) {
+                    assert_eq!(*attempts, max_attempts, "gave up early: {context}");
+                }
+                let deleted = matches!(event, Tier2Event::DeleteFailed { .. })
+                    && *completion == ObjectCompletion::Failed(ObjectErrorKind::NotFound);
+                assert!(!deleted, "a missing object counts as deleted: {context}");
+            }
+            Tier2Event::UploadSucceeded {
+                already_present,
+                object_bytes,
+                ..
+            } => match completion {
+                ObjectCompletion::Put { .. } => assert!(!already_present, "{context}"),
+                ObjectCompletion::Head(meta) => {
+                    assert!(already_present, "{context}");
+                    assert_eq!(meta.size, *object_bytes, "{context}");
+                }
+                _ => panic!("{context}"),
+            },
+            Tier2Event::Deleted { already_absent, .. } => match completion {
+                ObjectCompletion::Deleted => assert!(!already_absent, "{context}"),
+                ObjectCompletion::Failed(ObjectErrorKind::NotFound) => {
+                    assert!(already_absent, "{context}");
+                }
+                _ => panic!("{context}"),
+            },
+            Tier2Event::FetchSucceeded {
+                bytes, object_size, ..
+            } => {
+                let ObjectCompletion::Got {
+                    bytes: answered, ..
+                } = completion
+                else {
+                    panic!("{context}")
+                };
+                assert_eq!(bytes, answered, "{context}");
+                let expected = match request {
+                    ObjectRequest::GetRange { start, end, .. } => {
+                        (*end).min(*object_size).saturating_sub(*start)
+                    }
+                    _ => *object_size,
+                };
+                assert_eq!(bytes.len() as u64, expected, "a truncated body: {context}");
+            }
+            _ => panic!("not a retry or terminal event: {context}"),
+        }
+    }
+
+    /// Drains requests and events like a driver, checking them against the model.
+    fn drain(machine: &mut Tier2Transfers, driver: &mut Driver) {
+        machine.check_invariants();
+        let config = *machine.config();
+        while let Some((io_id, request)) = machine.poll_request() {
+            let IoRequest::Object(request) = request else {
+                panic!("{io_id:?}: not an object request")
+            };
+            if let ObjectRequest::Put { mode, .. } = &request {
+                assert_eq!(mode, &PutMode::IfAbsent);
+            }
+            driver.trace.push(format!("{io_id:?} {request:?}"));
+            driver.outstanding.push((io_id, request));
+        }
+        let mut completed = driver.last_completion.take();
+        while let Some(event) = machine.poll_event() {
+            driver.trace.push(format!("{event:?}"));
+            if event.is_terminal() || is_retry(&event) {
+                let (request, completion) = completed
+                    .take()
+                    .unwrap_or_else(|| panic!("{event:?} without a completion"));
+                check_outcome(&config, driver, &event, &request, &completion);
+            }
+            match &event {
+                Tier2Event::UploadStarted { attempt, .. } => {
+                    assert!(*attempt >= 1 && *attempt <= config.retry.max_attempts);
+                }
+                Tier2Event::UploadRetryScheduled {
+                    attempt, delay_ms, ..
+                }
+                | Tier2Event::DeleteRetryScheduled {
+                    attempt, delay_ms, ..
+                }
+                | Tier2Event::FetchRetryScheduled {
+                    attempt, delay_ms, ..
+                } => {
+                    assert!(
+                        *attempt < config.retry.max_attempts,
+                        "retry beyond the policy"
+                    );
+                    assert!(*delay_ms <= config.retry.backoff_ms(*attempt).unwrap());
+                }
+                Tier2Event::UploadSucceeded { key, attempts, .. }
+                | Tier2Event::UploadFailed { key, attempts, .. } => {
+                    assert!(*attempts >= 1 && *attempts <= config.retry.max_attempts);
+                    driver.close(Tier2Queue::Upload, key);
+                }
+                Tier2Event::Deleted { key, attempts, .. }
+                | Tier2Event::DeleteFailed { key, attempts, .. } => {
+                    assert!(*attempts >= 1 && *attempts <= config.retry.max_attempts);
+                    driver.close(Tier2Queue::Delete, key);
+                }
+                Tier2Event::FetchSucceeded {
+                    fetch_id, attempts, ..
+                }
+                | Tier2Event::FetchFailed {
+                    fetch_id, attempts, ..
+                } => {
+                    assert!(*attempts >= 1 && *attempts <= config.retry.max_attempts);
+                    driver.terminal[Tier2Queue::Fetch.index()] += 1;
+                    assert!(
+                        driver.open_fetches.remove(fetch_id),
+                        "{fetch_id}: ended twice"
+                    );
+                }
+                Tier2Event::DeleteQueued { .. } => {}
+            }
+        }
+        if let Some((request, completion)) = completed {
+            assert!(
+                matches!(request, ObjectRequest::Put { .. })
+                    && completion == ObjectCompletion::Failed(ObjectErrorKind::AlreadyExists),
+                "{request:?} -> {completion:?} caused no retry or terminal event"
+            );
+            let issued_head = driver.outstanding.last().map(|(_, request)| request);
+            assert!(
+                matches!(issued_head, Some(ObjectRequest::Head { .. })),
+                "AlreadyExists is followed by a head"
+            );
+        }
+        // Every request is polled now: the driver's view is the machine's.
+        let metrics = machine.metrics();
+        let in_flight = [
+            metrics.uploads_in_flight,
+            metrics.deletes_in_flight,
+            metrics.fetches_in_flight,
+        ];
+        let depth = [
+            metrics.upload_queue_depth,
+            metrics.delete_queue_depth,
+            metrics.fetch_queue_depth,
+        ];
+        for queue in Tier2Queue::ALL {
+            let outstanding = driver
+                .outstanding
+                .iter()
+                .filter(|(_, request)| queue_of(request) == queue)
+                .count() as u64;
+            assert!(
+                outstanding <= u64::from(config.concurrency(queue)),
+                "{queue}: concurrency"
+            );
+            assert_eq!(outstanding, in_flight[queue.index()], "{queue}: in flight");
+            let open = driver.accepted[queue.index()] - driver.terminal[queue.index()];
+            assert_eq!(open, depth[queue.index()], "{queue}: depth");
+        }
+    }
+
+    fn apply(machine: &mut Tier2Transfers, driver: &mut Driver, op: &Op) {
+        let now_ms = driver.now_ms;
+        match op {
+            Op::Upload { segment, bytes } => {
+                let id = SegmentId(u64::from(*segment));
+                let key = segment_object_key(&stream("s"), id);
+                let artifact = Bytes::from(vec![1; usize::from(*bytes) + 1]);
+                let length = artifact.len() as u64;
+                match machine.enqueue_upload(now_ms, stream("s"), id, artifact) {
+                    Ok(()) => {
+                        driver.upload_bytes.insert(key.clone(), length);
+                        driver.open(Tier2Queue::Upload, key);
+                    }
+                    Err(Tier2Error::KeyBusy { key: busy, held }) => {
+                        assert_eq!(driver.open_keys.get(&busy), Some(&held));
+                    }
+                    Err(error) => panic!("unexpected {error}"),
+                }
+            }
+            Op::Delete { segment } => {
+                let id = SegmentId(u64::from(*segment));
+                let key = segment_object_key(&stream("s"), id);
+                match machine.enqueue_delete(now_ms, stream("s"), id, ReasonCode::Operator) {
+                    Ok(()) => driver.open(Tier2Queue::Delete, key),
+                    Err(Tier2Error::KeyBusy { key: busy, held }) => {
+                        assert_eq!(driver.open_keys.get(&busy), Some(&held));
+                    }
+                    Err(error) => panic!("unexpected {error}"),
+                }
+            }
+            Op::Fetch { segment, range } => {
+                let fetch_id = FetchId(driver.next_fetch_id);
+                driver.next_fetch_id += 1;
+                let key = ObjectKey::Segment {
+                    stream: stream("s"),
+                    segment_id: SegmentId(u64::from(*segment)),
+                };
+                let range = range.map(|(start, end)| (u64::from(start), u64::from(end)));
+                match machine.enqueue_fetch(now_ms, fetch_id, &key, range) {
+                    Ok(()) => {
+                        driver.accepted[Tier2Queue::Fetch.index()] += 1;
+                        assert!(driver.open_fetches.insert(fetch_id));
+                    }
+                    Err(Tier2Error::InvalidRange { start, end, .. }) => assert!(start >= end),
+                    Err(error) => panic!("unexpected {error}"),
+                }
+            }
+            Op::Complete { pick, outcome } => {
+                if driver.outstanding.is_empty() {
+                    return;
+                }
+                let at = usize::from(*pick) % driver.outstanding.len();
+                let (io_id, request) = driver.outstanding.remove(at);
+                let completion = completion_for(driver, &request, outcome);
+                driver.trace.push(format!("{io_id:?} -> {completion:?}"));
+                driver.last_completion = Some((request, completion.clone()));
+                machine.handle_completion(now_ms, io_id, IoCompletion::Object(completion));
+            }
+            Op::Advance { ms } => {
+                driver.now_ms += u64::from(*ms);
+                if machine
+                    .poll_timeout()
+                    .is_some_and(|deadline| deadline <= driver.now_ms)
+                {
+                    machine.handle_timeout(driver.now_ms);
+                }
+            }
+        }
+    }
+
+    /// Runs `ops`, then lets every operation finish without faults; returns the trace.
+    fn run(config: Tier2Config, seed: u64, ops: &[Op]) -> Vec<String> {
+        let mut machine = Tier2Transfers::new(config, seed);
+        let mut driver = Driver::default();
+        for op in ops {
+            apply(&mut machine, &mut driver, op);
+            drain(&mut machine, &mut driver);
+        }
+        // Faults stop: complete everything with success, fire every timer.
+        let mut settled = false;
+        for _ in 0..10_000 {
+            if !driver.outstanding.is_empty() {
+                apply(
+                    &mut machine,
+                    &mut driver,
+                    &Op::Complete {
+                        pick: 0,
+                        outcome: Outcome::Success,
+                    },
+                );
+            } else if let Some(deadline_ms) = machine.poll_timeout() {
+                driver.now_ms = driver.now_ms.max(deadline_ms);
+                machine.handle_timeout(driver.now_ms);
+            } else {
+                settled = true;
+                break;
+            }
+            drain(&mut machine, &mut driver);
+        }
+        assert!(settled, "operations still running after faults stopped");
+        assert!(
+            driver.open_keys.is_empty(),
+            "no terminal event: {:?}",
+            driver.open_keys
+        );
+        assert!(
+            driver.open_fetches.is_empty(),
+            "no terminal event: {:?}",
+            driver.open_fetches
+        );
+        assert_eq!(driver.accepted, driver.terminal, "one terminal event each");
+        let metrics = machine.metrics();
+        assert_eq!(
+            metrics.uploads + metrics.upload_failures,
+            driver.accepted[Tier2Queue::Upload.index()]
+        );
+        assert_eq!(
+            metrics.deletes + metrics.delete_failures,
+            driver.accepted[Tier2Queue::Delete.index()]
+        );
+        assert_eq!(
+            metrics.fetches + metrics.download_failures,
+            driver.accepted[Tier2Queue::Fetch.index()]
+        );
+        assert!(machine.poll_request().is_none());
+        assert!(machine.poll_event().is_none());
+        driver.trace
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn random_faults_keep_invariants_and_end_every_operation_once(
+            config in config(),
+            seed: u64,
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let trace = run(config, seed, &ops);
+            let again = run(config, seed, &ops);
+            prop_assert_eq!(trace, again, "same seed, same trace");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_delays_other_seed_other_delays() {
+        let config = Tier2Config {
+            retry: RetryPolicy::new(4, 100, 200, Jitter::Full).unwrap(),
+            ..Tier2Config::default()
+        };
+        let mut ops = Vec::new();
+        for segment in 0..SEGMENTS {
+            ops.push(Op::Upload { segment, bytes: 9 });
+        }
+        for _ in 0..8 {
+            ops.push(Op::Complete {
+                pick: 0,
+                outcome: Outcome::Error(ObjectErrorKind::Transient),
+            });
+        }
+        let traces: Vec<_> = (0..4).map(|seed| run(config, seed, &ops)).collect();
+        assert_eq!(traces[0], run(config, 0, &ops));
+        assert!(
+            traces[1..].iter().any(|trace| *trace != traces[0]),
+            "jitter depends on the seed"
+        );
+    }
+
     // ---- Retention ----
 
     /// Segments of 10 records each, sealed at `sealed_at_ms[i]`, of `bytes[i]`.
