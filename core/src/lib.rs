@@ -27,6 +27,7 @@
 //! - [`retry`]: `RetryPolicy` with exponential backoff and a deterministic RNG.
 //! - [`names`]: validated stream names, object keys and local paths.
 //! - [`tier0`]: the Tier 0 hot cache (budget, LRU, pins, activation queue).
+//! - [`tier2`]: Tier 2 upload/delete/fetch queues with retries, and retention.
 
 #![deny(unsafe_code)]
 
@@ -45,6 +46,7 @@ pub mod pointer;
 pub mod retry;
 pub mod segment;
 pub mod tier0;
+pub mod tier2;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -9,6 +9,8 @@
 //!   before allocating.
 //! - The largest manifest record fits in the smallest manifest chunk.
 //! - Every configurable value has a default inside its `_MIN`/`_MAX` range.
+//! - Every Tier 2 concurrency fits its queue, and a drained driver never reaches the
+//!   Tier 2 output limit.
 //! - The largest retry backoff (`RETRY_DELAY_MS_MAX` doubled once per attempt) fits
 //!   a `u64`, so backoff arithmetic cannot overflow.
 
@@ -235,4 +237,54 @@ const _: () = assert!(
 const _: () = assert!(
     SNAPSHOT_SEGMENT_JOBS_MAX >= 4,
     "a segment has at most four job kinds"
+);
+
+// ---- Tier 2 transfers ----
+
+/// Most uploads the Tier 2 machine holds at once (waiting, in flight or backing off);
+/// `tier2_upload_queue_max`. Enqueuing more is refused with `Tier2Error::QueueFull`.
+pub const TIER2_UPLOAD_QUEUE_MAX: u32 = 4096;
+/// Most deletes held at once (`tier2_delete_queue_max`). Larger than the upload queue:
+/// one retention pass may delete many segments, and a delete carries no payload.
+pub const TIER2_DELETE_QUEUE_MAX: u32 = 16 * 1024;
+/// Most fetches (hydrations and cold reads) held at once (`tier2_fetch_queue_max`).
+pub const TIER2_FETCH_QUEUE_MAX: u32 = 4096;
+/// Largest configurable concurrency of each Tier 2 queue (`upload_concurrency`,
+/// `delete_concurrency`, `fetch_concurrency`).
+pub const TIER2_CONCURRENCY_MAX: u32 = 256;
+/// Default `upload_concurrency`.
+pub const TIER2_UPLOAD_CONCURRENCY_DEFAULT: u32 = 4;
+/// Default `delete_concurrency`.
+pub const TIER2_DELETE_CONCURRENCY_DEFAULT: u32 = 4;
+/// Default `fetch_concurrency` (readers wait on fetches, so more of them run at once).
+pub const TIER2_FETCH_CONCURRENCY_DEFAULT: u32 = 8;
+/// Most requests plus events the Tier 2 machine holds for its driver; a driver that
+/// drains after every input never comes close, so reaching it is a driver bug.
+pub const TIER2_OUTPUTS_QUEUED_MAX: u32 = 1 << 20;
+
+const _: () = assert!(TIER2_CONCURRENCY_MAX >= 1);
+const _: () = assert!(
+    TIER2_UPLOAD_CONCURRENCY_DEFAULT >= 1
+        && TIER2_UPLOAD_CONCURRENCY_DEFAULT <= TIER2_CONCURRENCY_MAX
+);
+const _: () = assert!(
+    TIER2_DELETE_CONCURRENCY_DEFAULT >= 1
+        && TIER2_DELETE_CONCURRENCY_DEFAULT <= TIER2_CONCURRENCY_MAX
+);
+const _: () = assert!(
+    TIER2_FETCH_CONCURRENCY_DEFAULT >= 1
+        && TIER2_FETCH_CONCURRENCY_DEFAULT <= TIER2_CONCURRENCY_MAX
+);
+const _: () = assert!(
+    TIER2_CONCURRENCY_MAX <= TIER2_UPLOAD_QUEUE_MAX
+        && TIER2_CONCURRENCY_MAX <= TIER2_DELETE_QUEUE_MAX
+        && TIER2_CONCURRENCY_MAX <= TIER2_FETCH_QUEUE_MAX,
+    "every in-flight slot can be filled from its queue"
+);
+const _: () = assert!(
+    // Between two drains one input emits at most one event per held operation plus one
+    // request and one event per slot; the sum of the queues bounds both.
+    2 * (TIER2_UPLOAD_QUEUE_MAX + TIER2_DELETE_QUEUE_MAX + TIER2_FETCH_QUEUE_MAX)
+        < TIER2_OUTPUTS_QUEUED_MAX,
+    "a drained driver never reaches the output limit"
 );
