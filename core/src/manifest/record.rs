@@ -8,10 +8,10 @@
 //! 4   u32 crc32              over bytes 8..32 and the payload
 //! 8   u16 record_type        (RecordType; unknown values are skipped, not fatal)
 //! 10  u8  payload_version    (1)
-//! 11  u8  flags              (0; reserved)
+//! 11  u8  flags              (0 in version 1; anything else is rejected)
 //! 12  u64 ordinal            (position of the record in the stream's manifest, dense)
 //! 20  u64 timestamp_ms       (`now` when the record was appended)
-//! 28  u32 reserved           (0)
+//! 28  u32 reserved           (0; anything else is rejected)
 //! 32  payload
 //! ```
 //!
@@ -791,6 +791,25 @@ pub fn decode_frame(reader: &mut Reader<'_>) -> Result<DecodedFrame, DecodeError
             supported: u16::from(PAYLOAD_VERSION),
         });
     }
+    // Version 1 defines no flags and no use of the reserved word: they must be zero, so
+    // every record has exactly one encoding.
+    if covered[3] != 0 {
+        return Err(DecodeError::Invalid {
+            what,
+            offset: frame_start + 11,
+            reason: format!(
+                "frame flags are {:#04x}; version 1 defines none",
+                covered[3]
+            ),
+        });
+    }
+    if covered[20..24] != [0u8; 4] {
+        return Err(DecodeError::Invalid {
+            what,
+            offset: frame_start + 28,
+            reason: "reserved frame bytes are not zero".to_owned(),
+        });
+    }
     let mut payload_reader = Reader::new(payload, payload_start, "manifest record payload");
     let record = ManifestRecord::decode_payload(known, &mut payload_reader)?;
     Ok(DecodedFrame::Known(RecordFrame {
@@ -1055,6 +1074,27 @@ pub(crate) mod tests {
                 frame_length: record.frame_length(),
             }
         );
+    }
+
+    /// Found by the `manifest_record_decode` fuzz target: a frame with a non-zero
+    /// reserved word and a matching CRC decoded, so one record had two encodings.
+    #[test]
+    fn nonzero_flags_or_reserved_bytes_are_rejected() {
+        let record = ManifestRecord::LocalEvicted {
+            segment_id: SegmentId(9),
+            tier: Tier::Tier0,
+        };
+        for position in [11usize, 28, 29, 30, 31] {
+            let mut bytes = record.to_frame(1, 2);
+            bytes[position] = 0x40;
+            let crc = crc32_parts(&[&bytes[8..32], &bytes[32..]]);
+            bytes[4..8].copy_from_slice(&crc.to_le_bytes());
+            let error = decode_one(&bytes).unwrap_err();
+            assert!(
+                matches!(error, DecodeError::Invalid { .. }),
+                "byte {position}: {error:?}"
+            );
+        }
     }
 
     #[test]
