@@ -23,6 +23,7 @@
 //! - [`retry`]: `RetryPolicy` with exponential backoff and a deterministic RNG.
 //! - [`names`]: validated stream names, object keys and local paths.
 //! - [`tier0`]: the Tier 0 hot cache (budget, LRU, pins, activation queue).
+//! - [`tier1`]: the Tier 1 warm cache (compression, artifact budget, hydration, residency).
 
 #![deny(unsafe_code)]
 
@@ -37,6 +38,7 @@ pub mod pointer;
 pub mod retry;
 pub mod segment;
 pub mod tier0;
+pub mod tier1;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
