@@ -2441,4 +2441,6 @@ fn percentile(sorted: &[u64], percent: u64) -> u64 {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
