@@ -27,6 +27,7 @@
 //! - [`retry`]: `RetryPolicy` with exponential backoff and a deterministic RNG.
 //! - [`names`]: validated stream names, object keys and local paths.
 //! - [`tier0`]: the Tier 0 hot cache (budget, LRU, pins, activation queue).
+//! - [`tier1`]: the Tier 1 warm cache (compression, artifact budget, hydration, residency).
 //! - [`tier2`]: Tier 2 upload/delete/fetch queues with retries, and retention.
 
 #![deny(unsafe_code)]
@@ -46,6 +47,7 @@ pub mod pointer;
 pub mod retry;
 pub mod segment;
 pub mod tier0;
+pub mod tier1;
 pub mod tier2;
 
 use serde::{Deserialize, Serialize};

@@ -288,3 +288,53 @@ const _: () = assert!(
         < TIER2_OUTPUTS_QUEUED_MAX,
     "a drained driver never reaches the output limit"
 );
+
+// ---- Tier 1 warm cache ----
+
+/// Smallest configurable Tier 1 budget (`max_bytes`); smaller values are almost
+/// certainly a unit mistake.
+pub const TIER1_MAX_BYTES_MIN: u64 = 1024 * 1024;
+/// Default Tier 1 budget (`max_bytes`): should cover the working set of sealed
+/// segments.
+pub const TIER1_MAX_BYTES_DEFAULT: u64 = 4 * 1024 * 1024 * 1024;
+/// Default number of compression jobs running at once.
+pub const TIER1_COMPRESSION_CONCURRENCY_DEFAULT: u32 = 2;
+/// Most compression jobs that may run at once.
+pub const TIER1_COMPRESSION_CONCURRENCY_MAX: u32 = 64;
+/// Default number of hydrations running at once (bounded so cold reads cannot starve
+/// appends of disk bandwidth).
+pub const TIER1_HYDRATION_CONCURRENCY_DEFAULT: u32 = 4;
+/// Most hydrations that may run at once.
+pub const TIER1_HYDRATION_CONCURRENCY_MAX: u32 = 64;
+/// Most compression jobs Tier 1 holds at once: waiting, running or backing off.
+pub const TIER1_COMPRESSION_QUEUE_MAX: u32 = 4096;
+/// Most hydrations Tier 1 holds at once: waiting, running or backing off.
+pub const TIER1_HYDRATION_QUEUE_MAX: u32 = 4096;
+/// Hydration latency samples kept for the percentiles (the most recent ones).
+pub const TIER1_HYDRATION_LATENCY_SAMPLES_MAX: u32 = 1024;
+/// Most requests plus events Tier 1 holds for its driver; a driver that drains after
+/// every input never comes close, so reaching it is a driver bug.
+pub const TIER1_OUTPUTS_QUEUED_MAX: u32 = 1 << 20;
+
+const _: () = assert!(TIER1_MAX_BYTES_MIN <= TIER1_MAX_BYTES_DEFAULT);
+const _: () = assert!(TIER1_COMPRESSION_CONCURRENCY_DEFAULT >= 1);
+const _: () = assert!(TIER1_COMPRESSION_CONCURRENCY_DEFAULT <= TIER1_COMPRESSION_CONCURRENCY_MAX);
+const _: () = assert!(TIER1_HYDRATION_CONCURRENCY_DEFAULT >= 1);
+const _: () = assert!(TIER1_HYDRATION_CONCURRENCY_DEFAULT <= TIER1_HYDRATION_CONCURRENCY_MAX);
+const _: () = assert!(
+    TIER1_COMPRESSION_CONCURRENCY_MAX <= TIER1_COMPRESSION_QUEUE_MAX,
+    "every running compression is also a held job"
+);
+const _: () = assert!(
+    TIER1_HYDRATION_CONCURRENCY_MAX <= TIER1_HYDRATION_QUEUE_MAX,
+    "every running hydration is also a held job"
+);
+const _: () = assert!(
+    TIER1_HYDRATION_LATENCY_SAMPLES_MAX >= 100,
+    "p99 needs at least 100 samples to differ from the maximum"
+);
+const _: () = assert!(
+    (TIER1_COMPRESSION_QUEUE_MAX as u64 + TIER1_HYDRATION_QUEUE_MAX as u64) * 4
+        < TIER1_OUTPUTS_QUEUED_MAX as u64,
+    "every job's request and a few events each fit the output queue"
+);
