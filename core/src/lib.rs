@@ -23,6 +23,8 @@
 //! - [`retry`]: `RetryPolicy` with exponential backoff and a deterministic RNG.
 //! - [`names`]: validated stream names, object keys and local paths.
 //! - [`tier0`]: the Tier 0 hot cache (budget, LRU, pins, activation queue).
+//! - [`stream`]: one stream's active segment: appends, group commit, flush, rollover,
+//!   hot-tail reads, crash recovery.
 
 #![deny(unsafe_code)]
 
@@ -36,6 +38,7 @@ pub mod names;
 pub mod pointer;
 pub mod retry;
 pub mod segment;
+pub mod stream;
 pub mod tier0;
 
 use serde::{Deserialize, Serialize};
