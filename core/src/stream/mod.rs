@@ -62,7 +62,11 @@
 //!   is a [`RecoveryError::CorruptSegment`] naming file and position, never a silent
 //!   truncation, unless the `acknowledged_next_offset` hint proves that nothing from
 //!   the bad record on was ever acknowledged durable (an unsynced write that reached
-//!   the disk out of order): then it is cut like a torn tail.
+//!   the disk out of order): then it is cut like a torn tail. Writes and syncs never
+//!   overlap, so the stream itself never leaves such a hole behind a failed fsync;
+//!   but a crash during one large unsynced write may, on a real disk, persist its
+//!   later pages and not its earlier ones. Without the hint that case is reported as
+//!   corruption too: the safe direction, at the price of an operator decision.
 //! - a **sealed** newest segment: rewrite, fsync, republish `current.sealed` if it is
 //!   missing or older, emit `Sealed { recovered: true }`, open the next segment.
 //! - **no segment file**: open segment 0 at offset 0 (or fail if `current.sealed` says
@@ -1121,10 +1125,14 @@ impl StreamMachine {
         };
         match done_or_failed(id, completion) {
             Ok(()) => {
-                if step == IoStep::RemoveTempFile
-                    && let Some(report) = &mut steps.recovery
-                {
-                    report.removed_temp_files += 1;
+                if let Some(report) = &mut steps.recovery {
+                    match step {
+                        IoStep::RemoveTempFile => report.removed_temp_files += 1,
+                        IoStep::TruncateTornTail => {
+                            self.counters.torn_tail_bytes_truncated += report.truncated_bytes;
+                        }
+                        _ => {}
+                    }
                 }
             }
             Err(DiskErrorKind::NotFound) if not_found_ok => {}

@@ -445,7 +445,6 @@ impl StreamMachine {
                         },
                     ));
                     report.truncated_bytes = tail.dropped_bytes;
-                    self.counters.torn_tail_bytes_truncated += tail.dropped_bytes;
                 }
                 remaining.extend([
                     recovery_step(
