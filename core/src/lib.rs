@@ -29,6 +29,8 @@
 //! - [`tier0`]: the Tier 0 hot cache (budget, LRU, pins, activation queue).
 //! - [`tier1`]: the Tier 1 warm cache (compression, artifact budget, hydration, residency).
 //! - [`tier2`]: Tier 2 upload/delete/fetch queues with retries, and retention.
+//! - [`stream`]: one stream's active segment: appends, group commit, flush, rollover,
+//!   hot-tail reads, crash recovery.
 
 #![deny(unsafe_code)]
 
@@ -46,6 +48,7 @@ pub mod names;
 pub mod pointer;
 pub mod retry;
 pub mod segment;
+pub mod stream;
 pub mod tier0;
 pub mod tier1;
 pub mod tier2;

@@ -338,3 +338,68 @@ const _: () = assert!(
         < TIER1_OUTPUTS_QUEUED_MAX as u64,
     "every job's request and a few events each fit the output queue"
 );
+
+// ---- Stream (the active-segment writer, `stream` module) ----
+
+/// Smallest configurable `segment_target_bytes`. Tiny, so tests and simulations roll
+/// over often; real deployments use megabytes.
+pub const SEGMENT_TARGET_BYTES_MIN: u64 = 1024;
+/// Default `segment_target_bytes`: a segment is sealed once it holds this many bytes.
+pub const SEGMENT_TARGET_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Largest configurable `segment_target_bytes`. The active segment is held in memory
+/// (hot-tail reads and fsync-failure rewrites), so this bounds a stream's memory.
+pub const SEGMENT_TARGET_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Smallest configurable `segment_max_age_ms` (smaller is almost certainly seconds
+/// written as milliseconds).
+pub const SEGMENT_MAX_AGE_MS_MIN: u64 = 1000;
+/// Default `segment_max_age_ms`: a segment is sealed at most this long after its first
+/// record was appended.
+pub const SEGMENT_MAX_AGE_MS_DEFAULT: u64 = 10 * 60 * 1000;
+/// Largest configurable `segment_max_age_ms`.
+pub const SEGMENT_MAX_AGE_MS_MAX: u64 = 7 * 24 * 60 * 60 * 1000;
+/// Largest `flush = { interval_ms = n }`.
+pub const FLUSH_INTERVAL_MS_MAX: u64 = 60 * 1000;
+/// Default `max_unflushed_bytes`: acknowledged-but-not-durable bytes a stream buffers
+/// before appends get `WouldBlock(Flush)`.
+pub const STREAM_UNFLUSHED_BYTES_DEFAULT: u64 = 32 * 1024 * 1024;
+/// Largest configurable `max_unflushed_bytes` (held in memory).
+pub const STREAM_UNFLUSHED_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Default `flush_max_retries`: rewrites after failed flushes before the stream is
+/// poisoned.
+pub const FLUSH_MAX_RETRIES_DEFAULT: u32 = 3;
+/// Largest configurable `flush_max_retries`.
+pub const FLUSH_RETRIES_MAX: u32 = 32;
+/// Most requests a stream has in flight at once: writes and syncs of the active
+/// segment never overlap (a write in flight while an fsync fails could land beyond
+/// the lost pages), and recovery and metadata steps run one at a time.
+pub const STREAM_IO_IN_FLIGHT_MAX: u32 = 1;
+/// Most events a stream holds for its driver; `Durable` events coalesce, so a driver
+/// that drains after every input never comes close, and reaching it is a driver bug.
+pub const STREAM_EVENTS_QUEUED_MAX: u32 = 1 << 16;
+
+const _: () = assert!(SEGMENT_TARGET_BYTES_MIN > SEGMENT_HEADER_BYTES as u64);
+const _: () = assert!(SEGMENT_TARGET_BYTES_MIN <= SEGMENT_TARGET_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_TARGET_BYTES_DEFAULT <= SEGMENT_TARGET_BYTES_MAX);
+const _: () = assert!(
+    SEGMENT_TARGET_BYTES_MAX
+        + SEGMENT_RECORD_FRAME_HEADER_BYTES as u64
+        + RECORD_PAYLOAD_BYTES_MAX as u64
+        + SEGMENT_FOOTER_BYTES as u64
+        <= SEGMENT_BYTES_MAX,
+    "a segment at its largest target plus one largest record and the footer fits a segment"
+);
+const _: () = assert!(SEGMENT_MAX_AGE_MS_MIN <= SEGMENT_MAX_AGE_MS_DEFAULT);
+const _: () = assert!(SEGMENT_MAX_AGE_MS_DEFAULT <= SEGMENT_MAX_AGE_MS_MAX);
+const _: () = assert!(
+    STREAM_UNFLUSHED_BYTES_DEFAULT
+        >= SEGMENT_RECORD_FRAME_HEADER_BYTES as u64 + RECORD_PAYLOAD_BYTES_MAX as u64,
+    "the default backlog admits one largest record"
+);
+const _: () = assert!(STREAM_UNFLUSHED_BYTES_DEFAULT <= STREAM_UNFLUSHED_BYTES_MAX);
+const _: () = assert!(
+    STREAM_UNFLUSHED_BYTES_MAX
+        >= SEGMENT_RECORD_FRAME_HEADER_BYTES as u64 + RECORD_PAYLOAD_BYTES_MAX as u64,
+    "the largest backlog admits one largest record"
+);
+const _: () = assert!(FLUSH_MAX_RETRIES_DEFAULT <= FLUSH_RETRIES_MAX);
+const _: () = assert!(STREAM_IO_IN_FLIGHT_MAX >= 1);
