@@ -53,10 +53,12 @@
 #![deny(unsafe_code)]
 
 pub mod disk;
+pub mod ports;
 pub mod seed;
 pub mod store;
 
 pub use aof2_core as core;
 pub use disk::{CrashMode, CrashReport, DiskFaultPlan, SimDisk, SimDiskStats};
+pub use ports::{InlineCpu, SIM_CLOCK_START_MS, SimClock, SimPlans, SimPorts, SimSpawner};
 pub use seed::{LatencyPlan, PPM_ONE, SeedTree};
 pub use store::{SimObjectStore, SimStoreStats, StoreFaultPlan};
