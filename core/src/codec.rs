@@ -192,6 +192,38 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    /// Reads a little-endian `u64` magic and fails with [`DecodeError::BadMagic`] at
+    /// its offset unless it is `expected`.
+    pub fn expect_magic(&mut self, expected: u64) -> Result<(), DecodeError> {
+        let at = self.offset();
+        let found = self.u64()?;
+        if found != expected {
+            return Err(DecodeError::BadMagic {
+                what: self.what,
+                offset: at,
+                found,
+                expected,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads a `u16` format version and fails with
+    /// [`DecodeError::UnsupportedVersion`] at its offset unless it is `supported`.
+    pub fn expect_version(&mut self, supported: u16) -> Result<(), DecodeError> {
+        let at = self.offset();
+        let found = self.u16()?;
+        if found != supported {
+            return Err(DecodeError::UnsupportedVersion {
+                what: self.what,
+                offset: at,
+                found,
+                supported,
+            });
+        }
+        Ok(())
+    }
+
     /// Reads a `u32` length prefix and checks it against `limit` *before* reading the
     /// bytes, so a corrupt length never causes a large allocation.
     pub fn length_prefixed(&mut self, limit: u32) -> Result<&'a [u8], DecodeError> {

@@ -103,26 +103,10 @@ impl SealedPointer {
     /// Decodes the whole pointer file.
     pub fn decode(bytes: &[u8]) -> Result<Self, PointerError> {
         let mut reader = Reader::new(bytes, 0, WHAT);
-        let magic = reader.array::<8>()?;
-        if magic != POINTER_MAGIC {
-            return Err(DecodeError::BadMagic {
-                what: WHAT,
-                offset: MAGIC_AT as u64,
-                found: u64::from_le_bytes(magic),
-                expected: u64::from_le_bytes(POINTER_MAGIC),
-            }
-            .into());
-        }
-        let version = reader.u16()?;
-        if version != POINTER_FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                what: WHAT,
-                offset: VERSION_AT as u64,
-                found: version,
-                supported: POINTER_FORMAT_VERSION,
-            }
-            .into());
-        }
+        debug_assert_eq!(reader.offset(), MAGIC_AT as u64);
+        reader.expect_magic(u64::from_le_bytes(POINTER_MAGIC))?;
+        debug_assert_eq!(reader.offset(), VERSION_AT as u64);
+        reader.expect_version(POINTER_FORMAT_VERSION)?;
         let flags = reader.u16()?;
         let segment_id = SegmentId(reader.u64()?);
         let durable_bytes = reader.u64()?;

@@ -275,24 +275,9 @@ impl SlotHeader {
         let sector = reader.bytes(MANIFEST_CHUNK_SLOT_BYTES as usize)?;
         let mut reader = Reader::new(sector, start, WHAT);
 
-        let magic = reader.u64()?;
-        if magic != CHUNK_MAGIC {
-            return Err(DecodeError::BadMagic {
-                what: WHAT,
-                offset: start,
-                found: magic,
-                expected: CHUNK_MAGIC,
-            });
-        }
-        let version = reader.u16()?;
-        if version != CHUNK_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                what: WHAT,
-                offset: start + OFFSET_VERSION as u64,
-                found: version,
-                supported: CHUNK_VERSION,
-            });
-        }
+        reader.expect_magic(CHUNK_MAGIC)?;
+        debug_assert_eq!(reader.offset(), start + OFFSET_VERSION as u64);
+        reader.expect_version(CHUNK_VERSION)?;
         let stored = u32::from_le_bytes(
             sector[OFFSET_HEADER_CRC..SLOT_FIELDS_END]
                 .try_into()

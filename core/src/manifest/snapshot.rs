@@ -248,24 +248,8 @@ impl Snapshot {
         }
         let (body, crc_bytes) = bytes.split_at(bytes.len() - 4);
         let mut reader = Reader::new(body, 0, WHAT);
-        let magic = reader.u64()?;
-        if magic != SNAPSHOT_MAGIC {
-            return Err(DecodeError::BadMagic {
-                what: WHAT,
-                offset: 0,
-                found: magic,
-                expected: SNAPSHOT_MAGIC,
-            });
-        }
-        let version = reader.u16()?;
-        if version != SNAPSHOT_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                what: WHAT,
-                offset: 8,
-                found: version,
-                supported: SNAPSHOT_VERSION,
-            });
-        }
+        reader.expect_magic(SNAPSHOT_MAGIC)?;
+        reader.expect_version(SNAPSHOT_VERSION)?;
         let stored = u32::from_le_bytes(crc_bytes.try_into().expect("4 bytes"));
         let computed = crc32(body);
         if stored != computed {

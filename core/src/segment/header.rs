@@ -73,26 +73,10 @@ impl SegmentHeader {
         let mut reader = Reader::new(bytes, 0, WHAT);
         let all = reader.bytes(END)?;
         let mut reader = Reader::new(all, 0, WHAT);
-        let magic = reader.array::<8>()?;
-        if magic != SEGMENT_HEADER_MAGIC {
-            return Err(DecodeError::BadMagic {
-                what: WHAT,
-                offset: MAGIC_AT as u64,
-                found: u64::from_le_bytes(magic),
-                expected: u64::from_le_bytes(SEGMENT_HEADER_MAGIC),
-            }
-            .into());
-        }
-        let version = reader.u16()?;
-        if version != SEGMENT_FORMAT_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                what: WHAT,
-                offset: VERSION_AT as u64,
-                found: version,
-                supported: SEGMENT_FORMAT_VERSION,
-            }
-            .into());
-        }
+        debug_assert_eq!(reader.offset(), MAGIC_AT as u64);
+        reader.expect_magic(u64::from_le_bytes(SEGMENT_HEADER_MAGIC))?;
+        debug_assert_eq!(reader.offset(), VERSION_AT as u64);
+        reader.expect_version(SEGMENT_FORMAT_VERSION)?;
         let flags = reader.u16()?;
         let segment_id = SegmentId(reader.u64()?);
         let base_offset = reader.u64()?;
