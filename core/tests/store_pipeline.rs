@@ -96,3 +96,72 @@ fn open_append_many_durable_then_close() {
         .count();
     assert!(segments > 1, "4 KiB segments rolled over: {segments}");
 }
+
+#[test]
+fn seal_compress_upload_then_evict_locally() {
+    let memory = MemoryPorts::new(10_000, 4);
+    let mut config = StoreConfig::default();
+    config.stream.segment_target_bytes = 64 * 1024;
+    config.tier0.cluster_max_bytes = 1024 * 1024;
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let calls = async move {
+        let opened = sender
+            .call(StoreCommand::OpenStream {
+                name: "cold".into(),
+            })
+            .await
+            .unwrap();
+        assert!(matches!(opened, StoreReply::Opened { .. }), "{opened:?}");
+        // ~2 MiB in 64 KiB segments: twice the Tier 0 budget.
+        let big = |i: u64| Bytes::from(format!("{i:08}").repeat(512));
+        for i in 0..500u64 {
+            assert_eq!(append(&sender, "cold", big(i)).await, i);
+        }
+        let durable = sender
+            .call(StoreCommand::WaitDurable {
+                stream: name("cold"),
+                offset: 499,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(durable, StoreReply::Durable { .. }), "{durable:?}");
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+    };
+    let (store, ()) = block_on(join(driver, calls));
+    store.check_invariants();
+    let paths = memory.disk.paths();
+    let local_segments = paths
+        .iter()
+        .filter(|path| path.starts_with("streams/cold/segments/") && path.ends_with(".seg"))
+        .count();
+    let objects = memory.object_store.keys();
+    let uploaded = objects
+        .iter()
+        .filter(|key| key.starts_with("segments/cold/"))
+        .count();
+    assert!(uploaded >= 20, "sealed segments uploaded: {objects:?}");
+    assert!(
+        local_segments < uploaded,
+        "Tier 0 evicted uploaded segments: {local_segments} local, {uploaded} uploaded"
+    );
+    // Every uploaded object is the artifact Tier 1 wrote.
+    for key in &objects {
+        let segment = key
+            .strip_prefix("segments/cold/")
+            .and_then(|rest| rest.strip_suffix(".zst"))
+            .unwrap();
+        let artifact = paths
+            .iter()
+            .find(|path| path.contains(segment) && path.ends_with(".zst"))
+            .unwrap_or_else(|| panic!("artifact of {key} in {paths:?}"));
+        assert_eq!(
+            memory.disk.file(artifact).unwrap(),
+            memory.object_store.object(key).unwrap().to_vec()
+        );
+    }
+}

@@ -26,8 +26,25 @@
 //! Otherwise the store creates the segments and manifest directories (`CreateDir`),
 //! then starts a [`StreamMachine::create`] at segment 0, offset 0 and a fresh
 //! [`ManifestWriter`]. The stream's `SegmentOpened` is journaled and committed; the
-//! open is replied once that record is durable. A `Sealed` event is journaled as
-//! `SealSegment` and committed.
+//! open is replied once that record is durable; the active segment is admitted to
+//! Tier 0.
+//!
+//! # Seal pipeline
+//!
+//! Work that must follow a manifest commit waits in the stream's `after_commit` queue,
+//! keyed by the record's ordinal, and runs on the `Committed` event that covers it.
+//!
+//! 1. `Sealed` -> journal `SealSegment`; committed -> `tier0.handle_sealed`,
+//!    `tier1.enqueue_compression`.
+//! 2. Tier 1 `CompressionStarted`/`Succeeded`/`Failed` -> journal
+//!    `CompressionStarted`/`Done`/`Failed`; on success read the artifact file and
+//!    `tier2.enqueue_upload` it.
+//! 3. Tier 2 `UploadStarted`/`Succeeded`/`Failed` -> journal `UploadStarted`/`Done`/
+//!    `Failed`; `UploadDone` committed -> `tier0.mark_durable_elsewhere`,
+//!    `tier1.mark_uploaded`.
+//! 4. Tier 0 `Evict` -> remove the segment file, fsync the segments directory, then
+//!    `tier0.handle_evicted`, `tier1.note_evicted_from_tier0` and journal
+//!    `LocalEvicted`.
 //!
 //! **Invariants** (checked by [`Store::check_invariants`], which also runs every
 //! component's own `check_invariants`)
@@ -38,22 +55,30 @@
 //!   watermark (a waiter that is satisfied is replied at once).
 //! - A stream is `Ready` only with a stream machine and a manifest writer.
 //! - Once closed, no new stream is opened.
+//! - A stream's after-commit work is ordered by ordinal and only waits for ordinals
+//!   not yet committed.
+//! - A local copy is deleted only after the next tier's copy is durable and its
+//!   manifest record committed: Tier 0 may only evict what `mark_durable_elsewhere`
+//!   marked, which runs only after `UploadDone` is committed (Tier 0 checks it).
 
 use crate::SegmentId;
 use crate::backpressure::BackpressureKind;
 use crate::driver::{CommandToken, Machine};
-use crate::io::{DiskCompletion, DiskRequest, IoCompletion, IoId, IoRequest};
-use crate::limits::STORE_STREAMS_MAX;
-use crate::manifest::record::ManifestRecord;
+use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, IoRequest};
+use crate::limits::{SEGMENT_HEADER_BYTES, STORE_STREAMS_MAX};
+use crate::manifest::record::{ManifestRecord, ReasonCode, Tier};
 use crate::manifest::writer::{
     ManifestError, ManifestEvent, ManifestWriter, ManifestWriterConfig, WriterStart,
 };
-use crate::names::{NameError, StreamName, manifest_dir, segments_dir};
+use crate::names::{
+    NameError, SegmentKey, StreamName, artifact_path, manifest_dir, segment_object_key,
+    segment_path, segments_dir,
+};
 use crate::retry::DetRng;
 use crate::stream::{AppendError, StreamConfig, StreamEvent, StreamMachine};
-use crate::tier0::{Tier0Cache, Tier0CacheConfig};
-use crate::tier1::{Tier1Cache, Tier1Config};
-use crate::tier2::{Tier2Config, Tier2Transfers};
+use crate::tier0::{AdmitKind, Tier0Action, Tier0Cache, Tier0CacheConfig};
+use crate::tier1::{Tier1Cache, Tier1Config, Tier1Event};
+use crate::tier2::{Tier2Config, Tier2Event, Tier2Transfers};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
@@ -187,6 +212,21 @@ enum StoreOp {
     ListManifest,
     CreateSegmentsDir,
     CreateManifestDir,
+    /// Reading the Tier 1 artifact to upload it.
+    ReadArtifact(SegmentId),
+    /// Removing an evicted Tier 0 segment file.
+    RemoveSegment(SegmentId),
+    /// Fsyncing the segments directory after the removal.
+    SyncSegmentsDir(SegmentId),
+}
+
+/// Work that waits for a manifest record to be committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AfterCommit {
+    /// `SealSegment` is durable: hand the segment to Tier 0 (sealed) and Tier 1.
+    Sealed { segment_id: SegmentId, bytes: u64 },
+    /// `UploadDone` is durable: the local copies may go.
+    Uploaded { segment_id: SegmentId },
 }
 
 // `Ready` is the common, long-lived state; boxing it would only add an indirection.
@@ -217,6 +257,8 @@ struct StreamEntry {
     durable_waiters: Vec<(CommandToken, u64)>,
     /// (token, target): replied once `durable_next_offset >= target`.
     flush_waiters: Vec<(CommandToken, u64)>,
+    /// (manifest ordinal, work), run once the ordinal is committed; ordinals ascend.
+    after_commit: VecDeque<(u64, AfterCommit)>,
 }
 
 /// The coordinator. See the module doc.
@@ -315,6 +357,7 @@ impl Store {
                 open_ordinal: None,
                 durable_waiters: Vec::new(),
                 flush_waiters: Vec::new(),
+                after_commit: VecDeque::new(),
             },
         );
         let path = manifest_dir(&stream);
@@ -485,12 +528,51 @@ impl Store {
                     }
                 }
             }
+            (StoreOp::ReadArtifact(segment_id), completion) => {
+                self.artifact_read(now_ms, stream, segment_id, completion);
+            }
+            (StoreOp::RemoveSegment(segment_id), completion) => {
+                // A file already gone is as good as removed.
+                if matches!(
+                    completion,
+                    IoCompletion::Disk(
+                        DiskCompletion::Done | DiskCompletion::Failed(DiskErrorKind::NotFound)
+                    )
+                ) {
+                    let path = segments_dir(&stream);
+                    self.route(
+                        Route::Store(stream, StoreOp::SyncSegmentsDir(segment_id)),
+                        IoRequest::Disk(DiskRequest::SyncDir { path }),
+                    );
+                } else {
+                    let error = failed("remove evicted segment", format!("{completion:?}"));
+                    self.fail_stream(&stream, error);
+                }
+            }
+            (StoreOp::SyncSegmentsDir(segment_id), completion) => {
+                if completion == IoCompletion::Disk(DiskCompletion::Done) {
+                    let key = SegmentKey::new(stream.clone(), segment_id);
+                    self.tier0.handle_evicted(&key);
+                    self.tier1.note_evicted_from_tier0(&key);
+                    let record = ManifestRecord::LocalEvicted {
+                        segment_id,
+                        tier: Tier::Tier0,
+                    };
+                    self.journal(now_ms, &stream, &record);
+                } else {
+                    let error = failed("fsync segments directory", format!("{completion:?}"));
+                    self.fail_stream(&stream, error);
+                }
+            }
             (op, completion) => {
                 let error = failed(
                     match op {
                         StoreOp::ListManifest => "list manifest directory",
                         StoreOp::CreateSegmentsDir => "create segments directory",
                         StoreOp::CreateManifestDir => "create manifest directory",
+                        StoreOp::ReadArtifact(_)
+                        | StoreOp::RemoveSegment(_)
+                        | StoreOp::SyncSegmentsDir(_) => unreachable!("matched above"),
                     },
                     format!("{completion:?}"),
                 );
@@ -529,6 +611,20 @@ impl Store {
             let names: Vec<StreamName> = self.streams.keys().cloned().collect();
             for name in names {
                 moved |= self.pump_stream(now_ms, &name);
+            }
+            while let Some(action) = self.tier0.poll_action() {
+                self.handle_tier0_action(action);
+                moved = true;
+            }
+            // Tier 0 events are log lines; the driver has no logger here.
+            while self.tier0.poll_event().is_some() {}
+            while let Some(event) = self.tier1.poll_event() {
+                self.handle_tier1_event(now_ms, event);
+                moved = true;
+            }
+            while let Some(event) = self.tier2.poll_event() {
+                self.handle_tier2_event(now_ms, event);
+                moved = true;
             }
             while let Some((local, request)) = self.tier1.poll_request() {
                 self.route(Route::Tier1(local), request);
@@ -583,7 +679,7 @@ impl Store {
             moved = true;
         }
         for event in manifest_events {
-            self.handle_manifest_event(name, event);
+            self.handle_manifest_event(now_ms, name, event);
             moved = true;
         }
         moved
@@ -624,6 +720,11 @@ impl Store {
                     base_offset,
                     opened_at_ms,
                 };
+                let key = SegmentKey::new(name.clone(), segment_id);
+                let header = u64::from(SEGMENT_HEADER_BYTES);
+                if let Err(error) = self.tier0.admit(now_ms, key, header, AdmitKind::Active) {
+                    panic!("an active segment is always admitted: {error}");
+                }
                 let ordinal = self.journal(now_ms, name, &record);
                 if let Some(entry) = self.streams.get_mut(name)
                     && entry.open_token.is_some()
@@ -645,7 +746,17 @@ impl Store {
                     flush_failure: footer.flush_failure,
                     sealed_at_ms: footer.sealed_at_ms,
                 };
-                self.journal(now_ms, name, &record);
+                let bytes = info.file_bytes();
+                if let Some(ordinal) = self.journal(now_ms, name, &record) {
+                    self.after_commit(
+                        name,
+                        ordinal,
+                        AfterCommit::Sealed {
+                            segment_id: info.segment_id,
+                            bytes,
+                        },
+                    );
+                }
             }
             StreamEvent::FlushFailed { .. } | StreamEvent::Recovered(_) => {}
             StreamEvent::Poisoned(failure) => {
@@ -682,12 +793,20 @@ impl Store {
         }
     }
 
-    fn handle_manifest_event(&mut self, name: &StreamName, event: ManifestEvent) {
+    fn handle_manifest_event(&mut self, now_ms: u64, name: &StreamName, event: ManifestEvent) {
         match event {
             ManifestEvent::Committed { durable_ordinal } => {
                 let Some(entry) = self.streams.get_mut(name) else {
                     return;
                 };
+                let mut ready = Vec::new();
+                while entry
+                    .after_commit
+                    .front()
+                    .is_some_and(|(ordinal, _)| *ordinal <= durable_ordinal)
+                {
+                    ready.extend(entry.after_commit.pop_front().map(|(_, work)| work));
+                }
                 if entry
                     .open_ordinal
                     .is_some_and(|ordinal| ordinal <= durable_ordinal)
@@ -706,6 +825,9 @@ impl Store {
                         },
                     );
                 }
+                for work in ready {
+                    self.run_after_commit(now_ms, name, work);
+                }
             }
             ManifestEvent::ChunkSealed { .. } => {}
             ManifestEvent::Poisoned { error } => {
@@ -715,6 +837,197 @@ impl Store {
                 };
                 self.fail_stream(name, error);
             }
+        }
+    }
+
+    fn after_commit(&mut self, name: &StreamName, ordinal: u64, work: AfterCommit) {
+        if let Some(entry) = self.streams.get_mut(name) {
+            assert!(
+                entry
+                    .after_commit
+                    .back()
+                    .is_none_or(|(last, _)| *last < ordinal),
+                "after-commit work is queued in ordinal order"
+            );
+            entry.after_commit.push_back((ordinal, work));
+        }
+    }
+
+    fn run_after_commit(&mut self, now_ms: u64, name: &StreamName, work: AfterCommit) {
+        match work {
+            AfterCommit::Sealed { segment_id, bytes } => {
+                let key = SegmentKey::new(name.clone(), segment_id);
+                self.tier0.handle_sealed(now_ms, &key, bytes);
+                if let Err(error) = self.tier1.enqueue_compression(now_ms, key, bytes) {
+                    // The segment stays in Tier 0 only; it is not evictable.
+                    let record = ManifestRecord::CompressionFailed {
+                        segment_id,
+                        job_id: 0,
+                        reason: ReasonCode::Unspecified,
+                        attempt: 0,
+                    };
+                    debug_assert!(
+                        !matches!(error, crate::tier1::Tier1Error::CompressionPending { .. }),
+                        "a segment is sealed once: {error}"
+                    );
+                    self.journal(now_ms, name, &record);
+                }
+            }
+            AfterCommit::Uploaded { segment_id } => {
+                let key = SegmentKey::new(name.clone(), segment_id);
+                // Not resident (already evicted) is fine.
+                let _ = self.tier0.mark_durable_elsewhere(&key);
+                self.tier1.mark_uploaded(&key);
+            }
+        }
+    }
+
+    fn handle_tier0_action(&mut self, action: Tier0Action) {
+        match action {
+            Tier0Action::Evict { key, .. } => {
+                let path = segment_path(&key.stream, key.segment_id);
+                self.route(
+                    Route::Store(key.stream, StoreOp::RemoveSegment(key.segment_id)),
+                    IoRequest::Disk(DiskRequest::Remove { path }),
+                );
+            }
+            // Hydration admission is a later stage.
+            Tier0Action::Activated { .. } => {}
+        }
+    }
+
+    fn handle_tier1_event(&mut self, now_ms: u64, event: Tier1Event) {
+        match event {
+            Tier1Event::CompressionStarted { key, attempt } => {
+                let record = ManifestRecord::CompressionStarted {
+                    segment_id: key.segment_id,
+                    job_id: u64::from(attempt),
+                };
+                self.journal(now_ms, &key.stream, &record);
+            }
+            Tier1Event::CompressionSucceeded {
+                key,
+                original_bytes,
+                compressed_bytes,
+                frame_count,
+                checksum,
+            } => {
+                let record = ManifestRecord::CompressionDone {
+                    segment_id: key.segment_id,
+                    job_id: 0,
+                    original_bytes,
+                    compressed_bytes,
+                    frame_count,
+                    artifact_checksum: checksum,
+                };
+                self.journal(now_ms, &key.stream, &record);
+                let path = artifact_path(&key.stream, key.segment_id);
+                self.route(
+                    Route::Store(key.stream, StoreOp::ReadArtifact(key.segment_id)),
+                    IoRequest::Disk(DiskRequest::ReadAt {
+                        path,
+                        offset: 0,
+                        length: compressed_bytes,
+                    }),
+                );
+            }
+            Tier1Event::CompressionFailed {
+                key,
+                reason,
+                attempts,
+            } => {
+                let record = ManifestRecord::CompressionFailed {
+                    segment_id: key.segment_id,
+                    job_id: 0,
+                    reason: reason.reason_code(),
+                    attempt: attempts,
+                };
+                self.journal(now_ms, &key.stream, &record);
+            }
+            _ => {}
+        }
+    }
+
+    fn artifact_read(
+        &mut self,
+        now_ms: u64,
+        stream: StreamName,
+        segment_id: SegmentId,
+        completion: IoCompletion,
+    ) {
+        let reason = match completion {
+            IoCompletion::Disk(DiskCompletion::Read(bytes)) if !bytes.is_empty() => {
+                match self
+                    .tier2
+                    .enqueue_upload(now_ms, stream.clone(), segment_id, bytes)
+                {
+                    Ok(()) => return,
+                    Err(_) => ReasonCode::Unspecified,
+                }
+            }
+            IoCompletion::Disk(DiskCompletion::Failed(DiskErrorKind::NotFound)) => {
+                ReasonCode::NotFound
+            }
+            _ => ReasonCode::IoError,
+        };
+        let record = ManifestRecord::UploadFailed {
+            segment_id,
+            key: segment_object_key(&stream, segment_id),
+            reason,
+            attempt: 0,
+        };
+        self.journal(now_ms, &stream, &record);
+    }
+
+    fn handle_tier2_event(&mut self, now_ms: u64, event: Tier2Event) {
+        match event {
+            Tier2Event::UploadStarted {
+                segment,
+                key,
+                attempt,
+            } => {
+                let record = ManifestRecord::UploadStarted {
+                    segment_id: segment.segment_id,
+                    key,
+                    attempt,
+                };
+                self.journal(now_ms, &segment.stream, &record);
+            }
+            Tier2Event::UploadSucceeded {
+                segment,
+                key,
+                etag,
+                object_bytes,
+                ..
+            } => {
+                let record = ManifestRecord::UploadDone {
+                    segment_id: segment.segment_id,
+                    key,
+                    etag: etag.unwrap_or_default(),
+                    object_bytes,
+                };
+                if let Some(ordinal) = self.journal(now_ms, &segment.stream, &record) {
+                    let work = AfterCommit::Uploaded {
+                        segment_id: segment.segment_id,
+                    };
+                    self.after_commit(&segment.stream, ordinal, work);
+                }
+            }
+            Tier2Event::UploadFailed {
+                segment,
+                key,
+                reason,
+                attempts,
+            } => {
+                let record = ManifestRecord::UploadFailed {
+                    segment_id: segment.segment_id,
+                    key,
+                    reason: reason.reason_code(),
+                    attempt: attempts,
+                };
+                self.journal(now_ms, &segment.stream, &record);
+            }
+            _ => {}
         }
     }
 
@@ -731,6 +1044,7 @@ impl Store {
                         && (manifest.poisoned().is_some() || committed >= manifest.next_ordinal())
                         && entry.durable_waiters.is_empty()
                         && entry.flush_waiters.is_empty()
+                        && entry.after_commit.is_empty()
                 }
                 Phase::Failed(_) => true,
                 Phase::Probing | Phase::CreatingDirs(_) => false,
@@ -919,6 +1233,13 @@ impl Machine for Store {
                 }
                 for &(_, target) in &entry.flush_waiters {
                     assert!(target > durable, "satisfied flush waiter left waiting");
+                }
+                let committed = manifest.durable_ordinal();
+                for (ordinal, _) in &entry.after_commit {
+                    assert!(
+                        committed.is_none_or(|committed| *ordinal > committed),
+                        "after-commit work left behind its commit"
+                    );
                 }
             } else {
                 assert!(
