@@ -48,6 +48,8 @@ use thiserror::Error;
 #[async_trait]
 pub trait DiskPort: Send + Sync + 'static {
     async fn create(&self, path: &LocalPath) -> Result<(), DiskErrorKind>;
+    /// Creates a directory and its missing parents; an existing one is fine.
+    async fn create_dir(&self, path: &LocalPath) -> Result<(), DiskErrorKind>;
     async fn write_at(
         &self,
         path: &LocalPath,
@@ -461,6 +463,7 @@ pub async fn execute_disk(disk: &dyn DiskPort, request: DiskRequest) -> DiskComp
     };
     match request {
         DiskRequest::Create { path } => done(disk.create(&path).await),
+        DiskRequest::CreateDir { path } => done(disk.create_dir(&path).await),
         DiskRequest::WriteAt {
             path,
             offset,
@@ -704,6 +707,9 @@ mod tests {
     impl DiskPort for CountingDisk {
         async fn create(&self, path: &LocalPath) -> Result<(), DiskErrorKind> {
             self.counted(self.inner.create(path)).await
+        }
+        async fn create_dir(&self, path: &LocalPath) -> Result<(), DiskErrorKind> {
+            self.counted(self.inner.create_dir(path)).await
         }
         async fn write_at(
             &self,

@@ -101,6 +101,8 @@ impl fmt::Display for LocalPath {
 pub enum DiskRequest {
     /// Create (or truncate to empty) a file.
     Create { path: LocalPath },
+    /// Creates a directory and its missing parents; an existing one is fine.
+    CreateDir { path: LocalPath },
     /// Write `bytes` at `offset`, extending the file if needed.
     WriteAt {
         path: LocalPath,

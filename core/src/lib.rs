@@ -31,6 +31,8 @@
 //! - [`tier2`]: Tier 2 upload/delete/fetch queues with retries, and retention.
 //! - [`stream`]: one stream's active segment: appends, group commit, flush, rollover,
 //!   hot-tail reads, crash recovery.
+//! - [`store`]: the coordinator composing streams, manifests and tiers into one
+//!   [`driver::Machine`].
 
 #![deny(unsafe_code)]
 
@@ -48,6 +50,7 @@ pub mod names;
 pub mod pointer;
 pub mod retry;
 pub mod segment;
+pub mod store;
 pub mod stream;
 pub mod tier0;
 pub mod tier1;

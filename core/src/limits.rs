@@ -403,3 +403,6 @@ const _: () = assert!(
 );
 const _: () = assert!(FLUSH_MAX_RETRIES_DEFAULT <= FLUSH_RETRIES_MAX);
 const _: () = assert!(STREAM_IO_IN_FLIGHT_MAX >= 1);
+
+/// Streams one [`Store`](crate::store::Store) keeps open at once.
+pub const STORE_STREAMS_MAX: usize = 4096;

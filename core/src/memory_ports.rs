@@ -61,6 +61,11 @@ impl DiskPort for MemoryDisk {
         Ok(())
     }
 
+    /// Directories exist implicitly here: nothing to do.
+    async fn create_dir(&self, _path: &LocalPath) -> Result<(), DiskErrorKind> {
+        Ok(())
+    }
+
     async fn write_at(
         &self,
         path: &LocalPath,

@@ -63,6 +63,10 @@ impl LocalDisk {
                 File::create(full)?;
                 Ok(DiskCompletion::Done)
             }
+            DiskRequest::CreateDir { path } => {
+                fs::create_dir_all(self.resolve(path))?;
+                Ok(DiskCompletion::Done)
+            }
             DiskRequest::WriteAt {
                 path,
                 offset,
@@ -139,6 +143,7 @@ fn error_kind(error: &io::Error) -> DiskErrorKind {
 fn request_kind(request: &DiskRequest) -> &'static str {
     match request {
         DiskRequest::Create { .. } => "create",
+        DiskRequest::CreateDir { .. } => "create_dir",
         DiskRequest::WriteAt { .. } => "write_at",
         DiskRequest::ReadAt { .. } => "read_at",
         DiskRequest::Truncate { .. } => "truncate",
@@ -154,6 +159,7 @@ fn request_kind(request: &DiskRequest) -> &'static str {
 fn request_path(request: &DiskRequest) -> &LocalPath {
     match request {
         DiskRequest::Create { path }
+        | DiskRequest::CreateDir { path }
         | DiskRequest::WriteAt { path, .. }
         | DiskRequest::ReadAt { path, .. }
         | DiskRequest::Truncate { path, .. }

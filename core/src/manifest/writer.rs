@@ -1009,6 +1009,8 @@ pub(crate) mod tests {
             request: &DiskRequest,
         ) -> DiskCompletion {
             match request {
+                // Directories are implicit in this model.
+                DiskRequest::CreateDir { .. } => {}
                 DiskRequest::Create { path } => {
                     files.insert(path.clone(), Vec::new());
                 }

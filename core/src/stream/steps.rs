@@ -232,6 +232,7 @@ pub(super) fn recovery_step(step: IoStep, request: DiskRequest) -> Step {
 pub(super) fn request_path(request: &DiskRequest) -> &LocalPath {
     match request {
         DiskRequest::Create { path }
+        | DiskRequest::CreateDir { path }
         | DiskRequest::WriteAt { path, .. }
         | DiskRequest::ReadAt { path, .. }
         | DiskRequest::Truncate { path, .. }

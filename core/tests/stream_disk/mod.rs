@@ -170,6 +170,8 @@ impl SimDisk {
     fn apply(&mut self, request: &DiskRequest) -> DiskCompletion {
         let not_found = DiskCompletion::Failed(DiskErrorKind::NotFound);
         match request {
+            // Directories are implicit in this model.
+            DiskRequest::CreateDir { .. } => DiskCompletion::Done,
             DiskRequest::Create { path } => {
                 let path = path.as_str().to_owned();
                 if let Some(&inode) = self.names.get(&path) {

@@ -1,0 +1,1255 @@
+//! The coordinator: one [`Store`] composes every sans-IO machine of a manager and is
+//! itself a [`Machine`] the one [`driver::run`](crate::driver::run) loop pumps.
+//!
+//! Per manager it owns one [`Tier0Cache`], one [`Tier1Cache`] and one
+//! [`Tier2Transfers`]; per open stream a [`StreamMachine`] and a [`ManifestWriter`].
+//! Commands ([`StoreCommand`]) come from the embedding API; each gets exactly one
+//! [`StoreReply`], possibly later (durability and flush waiters). Backpressure is a
+//! normal reply: [`StoreReply::WouldBlock`].
+//!
+//! # Routing
+//!
+//! Every component numbers its own [`IoId`]s from zero, so they collide. The store
+//! hands the driver *global* ids from one counter and keeps a table
+//! `global id -> (component, local id)` ([`Route`]) for the requests in flight. A
+//! completion is looked up (and removed) by its global id and handed to the owning
+//! component with its local id. Requests the store issues itself (creating a stream's
+//! directories) are routed to the store. After every input, [`Store`] pumps: it drains
+//! every component's requests into one FIFO outbox (in component order) and every
+//! component's events, which may feed other components (for example a stream's
+//! `SegmentOpened` becomes a manifest record and a commit), until nothing moves.
+//!
+//! # Stream lifecycle (this stage)
+//!
+//! `OpenStream` lists the manifest directory; a stream with manifest chunks already on
+//! disk is refused ([`StoreError::RecoveryUnsupported`], restart is a later stage).
+//! Otherwise the store creates the segments and manifest directories (`CreateDir`),
+//! then starts a [`StreamMachine::create`] at segment 0, offset 0 and a fresh
+//! [`ManifestWriter`]. The stream's `SegmentOpened` is journaled and committed; the
+//! open is replied once that record is durable; the active segment is admitted to
+//! Tier 0.
+//!
+//! # Seal pipeline
+//!
+//! Work that must follow a manifest commit waits in the stream's `after_commit` queue,
+//! keyed by the record's ordinal, and runs on the `Committed` event that covers it.
+//!
+//! 1. `Sealed` -> journal `SealSegment`; committed -> `tier0.handle_sealed`,
+//!    `tier1.enqueue_compression`.
+//! 2. Tier 1 `CompressionStarted`/`Succeeded`/`Failed` -> journal
+//!    `CompressionStarted`/`Done`/`Failed`; on success read the artifact file and
+//!    `tier2.enqueue_upload` it.
+//! 3. Tier 2 `UploadStarted`/`Succeeded`/`Failed` -> journal `UploadStarted`/`Done`/
+//!    `Failed`; `UploadDone` committed -> `tier0.mark_durable_elsewhere`,
+//!    `tier1.mark_uploaded`.
+//! 4. Tier 0 `Evict` -> remove the segment file, fsync the segments directory, then
+//!    `tier0.handle_evicted`, `tier1.note_evicted_from_tier0` and journal
+//!    `LocalEvicted`.
+//!
+//! **Invariants** (checked by [`Store::check_invariants`], which also runs every
+//! component's own `check_invariants`)
+//! - Every global id in the route table is below the next global id; the outbox holds
+//!   only ids that are in the route table (a request is routed before it is handed
+//!   out), and each id is handed out once.
+//! - A stream's durability waiters all wait for offsets at or above its durable
+//!   watermark (a waiter that is satisfied is replied at once).
+//! - A stream is `Ready` only with a stream machine and a manifest writer.
+//! - Once closed, no new stream is opened.
+//! - A stream's after-commit work is ordered by ordinal and only waits for ordinals
+//!   not yet committed.
+//! - A local copy is deleted only after the next tier's copy is durable and its
+//!   manifest record committed: Tier 0 may only evict what `mark_durable_elsewhere`
+//!   marked, which runs only after `UploadDone` is committed (Tier 0 checks it).
+
+use crate::SegmentId;
+use crate::backpressure::BackpressureKind;
+use crate::driver::{CommandToken, Machine};
+use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, IoRequest};
+use crate::limits::{SEGMENT_HEADER_BYTES, STORE_STREAMS_MAX};
+use crate::manifest::record::{ManifestRecord, ReasonCode, Tier};
+use crate::manifest::writer::{
+    ManifestError, ManifestEvent, ManifestWriter, ManifestWriterConfig, WriterStart,
+};
+use crate::names::{
+    NameError, SegmentKey, StreamName, artifact_path, manifest_dir, segment_object_key,
+    segment_path, segments_dir,
+};
+use crate::retry::DetRng;
+use crate::stream::{AppendError, StreamConfig, StreamEvent, StreamMachine};
+use crate::tier0::{AdmitKind, Tier0Action, Tier0Cache, Tier0CacheConfig};
+use crate::tier1::{Tier1Cache, Tier1Config, Tier1Event};
+use crate::tier2::{Tier2Config, Tier2Event, Tier2Transfers};
+use bytes::Bytes;
+use std::collections::{BTreeMap, VecDeque};
+use thiserror::Error;
+
+#[cfg(test)]
+mod tests;
+
+/// Everything a [`Store`] needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreConfig {
+    pub tier0: Tier0CacheConfig,
+    pub tier1: Tier1Config,
+    pub tier2: Tier2Config,
+    pub stream: StreamConfig,
+    pub manifest: ManifestWriterConfig,
+    /// Seeds the retry jitter of Tier 1 and Tier 2 (deterministic).
+    pub rng_seed: u64,
+}
+
+impl StoreConfig {
+    /// Checks every part.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let config = |what: &'static str, error: &dyn std::fmt::Display| StoreError::Config {
+            what,
+            reason: error.to_string(),
+        };
+        self.tier0.validate().map_err(|e| config("tier0", &e))?;
+        self.tier1.validate().map_err(|e| config("tier1", &e))?;
+        self.tier2.validate().map_err(|e| config("tier2", &e))?;
+        self.stream.validate().map_err(|e| config("stream", &e))?;
+        self.manifest
+            .validate()
+            .map_err(|e| config("manifest", &e))?;
+        Ok(())
+    }
+}
+
+/// What the embedding API asks of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreCommand {
+    /// Opens (creates) a stream; the name is validated.
+    OpenStream { name: String },
+    /// Appends one record; replied `Appended(offset)` once accepted (not yet durable).
+    Append {
+        stream: StreamName,
+        payload: Bytes,
+        ext_id: Option<u64>,
+    },
+    /// Fsyncs everything appended so far; replied `Durable` once it is.
+    Flush { stream: StreamName },
+    /// Replied `Durable` once the record at `offset` is durable.
+    WaitDurable { stream: StreamName, offset: u64 },
+    /// Flushes everything and commits the manifests; replied `Closed` once done.
+    Close,
+}
+
+/// The store's answer to one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreReply {
+    /// The stream is open and accepts appends from `next_offset`.
+    Opened {
+        stream: StreamName,
+        next_offset: u64,
+    },
+    Appended(u64),
+    /// Every offset below `next_offset` is durable.
+    Durable {
+        next_offset: u64,
+    },
+    Closed,
+    /// Normal backpressure: retry later.
+    WouldBlock(BackpressureKind),
+    Error(StoreError),
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("invalid stream name: {0}")]
+    InvalidName(#[from] NameError),
+    #[error("invalid store config ({what}): {reason}")]
+    Config { what: &'static str, reason: String },
+    #[error("unknown stream {0:?}: open it first")]
+    UnknownStream(String),
+    #[error("stream {0:?} is already open or opening")]
+    AlreadyOpen(String),
+    #[error("stream {0:?} is still opening")]
+    Opening(String),
+    #[error(
+        "stream {0:?} has a manifest on disk; reopening an existing stream is not supported yet"
+    )]
+    RecoveryUnsupported(String),
+    #[error("too many streams: the limit is {limit}")]
+    TooManyStreams { limit: usize },
+    #[error("the store is closed")]
+    Closed,
+    #[error("offset {offset} was never appended to stream {stream:?} (next offset {next_offset})")]
+    NotAppended {
+        stream: String,
+        offset: u64,
+        next_offset: u64,
+    },
+    #[error("append refused: {0}")]
+    Append(AppendError),
+    #[error("manifest of stream {stream:?} failed: {reason}")]
+    Manifest { stream: String, reason: String },
+    #[error("disk request {what} for stream {stream:?} failed: {reason}")]
+    Disk {
+        stream: String,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("stream {stream:?} failed: {reason}")]
+    StreamFailed { stream: String, reason: String },
+}
+
+/// Which component a global id belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    /// The store's own request for a stream.
+    Store(StreamName, StoreOp),
+    Stream(StreamName, IoId),
+    Manifest(StreamName, IoId),
+    Tier1(IoId),
+    Tier2(IoId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreOp {
+    ListManifest,
+    CreateSegmentsDir,
+    CreateManifestDir,
+    /// Reading the Tier 1 artifact to upload it.
+    ReadArtifact(SegmentId),
+    /// Removing an evicted Tier 0 segment file.
+    RemoveSegment(SegmentId),
+    /// Fsyncing the segments directory after the removal.
+    SyncSegmentsDir(SegmentId),
+}
+
+/// Work that waits for a manifest record to be committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AfterCommit {
+    /// `SealSegment` is durable: hand the segment to Tier 0 (sealed) and Tier 1.
+    Sealed { segment_id: SegmentId, bytes: u64 },
+    /// `UploadDone` is durable: the local copies may go.
+    Uploaded { segment_id: SegmentId },
+}
+
+// `Ready` is the common, long-lived state; boxing it would only add an indirection.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for the manifest listing.
+    Probing,
+    /// Creating directories; counts those still outstanding.
+    CreatingDirs(u8),
+    /// Machines running (the open is replied once the first `SegmentOpened` is
+    /// committed).
+    Ready {
+        stream: StreamMachine,
+        manifest: ManifestWriter,
+    },
+    /// Failed for good: every command gets this error.
+    Failed(StoreError),
+}
+
+#[derive(Debug)]
+struct StreamEntry {
+    phase: Phase,
+    open_token: Option<CommandToken>,
+    /// The manifest ordinal whose commit replies the open.
+    open_ordinal: Option<u64>,
+    /// (token, offset): replied once `durable_next_offset > offset`.
+    durable_waiters: Vec<(CommandToken, u64)>,
+    /// (token, target): replied once `durable_next_offset >= target`.
+    flush_waiters: Vec<(CommandToken, u64)>,
+    /// (manifest ordinal, work), run once the ordinal is committed; ordinals ascend.
+    after_commit: VecDeque<(u64, AfterCommit)>,
+}
+
+/// The coordinator. See the module doc.
+#[derive(Debug)]
+pub struct Store {
+    config: StoreConfig,
+    now_ms: u64,
+    tier0: Tier0Cache,
+    tier1: Tier1Cache,
+    tier2: Tier2Transfers,
+    streams: BTreeMap<StreamName, StreamEntry>,
+    next_global_id: u64,
+    routes: BTreeMap<IoId, Route>,
+    outbox: VecDeque<(IoId, IoRequest)>,
+    replies: VecDeque<(CommandToken, StoreReply)>,
+    close_tokens: Vec<CommandToken>,
+    closing: bool,
+}
+
+impl Store {
+    /// A store with no stream open. The config must be valid.
+    pub fn new(config: StoreConfig, now_ms: u64) -> Result<Self, StoreError> {
+        config.validate()?;
+        let store = Store {
+            config,
+            now_ms,
+            tier0: Tier0Cache::new(config.tier0),
+            tier1: Tier1Cache::new(config.tier1, DetRng::new(config.rng_seed)),
+            tier2: Tier2Transfers::new(config.tier2, config.rng_seed ^ 0x5EED_7172),
+            streams: BTreeMap::new(),
+            next_global_id: 0,
+            routes: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            replies: VecDeque::new(),
+            close_tokens: Vec::new(),
+            closing: false,
+        };
+        store.check_invariants();
+        Ok(store)
+    }
+
+    #[must_use]
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The durable watermark of an open stream.
+    #[must_use]
+    pub fn durable_next_offset(&self, stream: &StreamName) -> Option<u64> {
+        match &self.streams.get(stream)?.phase {
+            Phase::Ready { stream, .. } => Some(stream.durable_next_offset()),
+            _ => None,
+        }
+    }
+
+    /// Names of the streams open or opening.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamName> {
+        self.streams.keys()
+    }
+
+    fn route(&mut self, route: Route, request: IoRequest) {
+        let id = IoId(self.next_global_id);
+        self.next_global_id += 1;
+        let previous = self.routes.insert(id, route);
+        assert!(previous.is_none(), "global ids are unique");
+        self.outbox.push_back((id, request));
+    }
+
+    fn reply(&mut self, token: CommandToken, reply: StoreReply) {
+        self.replies.push_back((token, reply));
+    }
+
+    fn open_stream(&mut self, token: CommandToken, name: String) {
+        if self.closing {
+            return self.reply(token, StoreReply::Error(StoreError::Closed));
+        }
+        let stream = match StreamName::new(name) {
+            Ok(stream) => stream,
+            Err(error) => return self.reply(token, StoreReply::Error(error.into())),
+        };
+        if self.streams.contains_key(&stream) {
+            let name = stream.as_str().to_owned();
+            return self.reply(token, StoreReply::Error(StoreError::AlreadyOpen(name)));
+        }
+        if self.streams.len() >= STORE_STREAMS_MAX {
+            let error = StoreError::TooManyStreams {
+                limit: STORE_STREAMS_MAX,
+            };
+            return self.reply(token, StoreReply::Error(error));
+        }
+        self.streams.insert(
+            stream.clone(),
+            StreamEntry {
+                phase: Phase::Probing,
+                open_token: Some(token),
+                open_ordinal: None,
+                durable_waiters: Vec::new(),
+                flush_waiters: Vec::new(),
+                after_commit: VecDeque::new(),
+            },
+        );
+        let path = manifest_dir(&stream);
+        self.route(
+            Route::Store(stream, StoreOp::ListManifest),
+            IoRequest::Disk(DiskRequest::ListDir { path }),
+        );
+    }
+
+    /// The ready machines of `stream`, or the reply explaining why not.
+    fn ready(&mut self, stream: &StreamName) -> Result<&mut StreamEntry, StoreError> {
+        let Some(entry) = self.streams.get_mut(stream) else {
+            return Err(StoreError::UnknownStream(stream.as_str().to_owned()));
+        };
+        match &entry.phase {
+            Phase::Ready { .. } => Ok(entry),
+            Phase::Failed(error) => Err(error.clone()),
+            Phase::Probing | Phase::CreatingDirs(_) => {
+                Err(StoreError::Opening(stream.as_str().to_owned()))
+            }
+        }
+    }
+
+    fn append(
+        &mut self,
+        token: CommandToken,
+        stream: &StreamName,
+        payload: Bytes,
+        ext: Option<u64>,
+    ) {
+        let now_ms = self.now_ms;
+        let reply = match self.ready(stream) {
+            Err(error) => StoreReply::Error(error),
+            Ok(entry) => {
+                let Phase::Ready { stream, .. } = &mut entry.phase else {
+                    unreachable!("ready() checked the phase");
+                };
+                match stream.append(now_ms, payload, ext) {
+                    Ok(offset) => StoreReply::Appended(offset),
+                    Err(error) => match error.would_block() {
+                        Some(kind) => StoreReply::WouldBlock(kind),
+                        None => StoreReply::Error(StoreError::Append(error)),
+                    },
+                }
+            }
+        };
+        self.reply(token, reply);
+    }
+
+    fn flush(&mut self, token: CommandToken, stream: &StreamName) {
+        let now_ms = self.now_ms;
+        let result = match self.ready(stream) {
+            Err(error) => Err(error),
+            Ok(entry) => {
+                let Phase::Ready { stream, .. } = &mut entry.phase else {
+                    unreachable!("ready() checked the phase");
+                };
+                match stream.flush(now_ms) {
+                    Ok(target) => {
+                        entry.flush_waiters.push((token, target));
+                        Ok(stream.durable_next_offset())
+                    }
+                    Err(error) => Err(StoreError::Append(error)),
+                }
+            }
+        };
+        match result {
+            Ok(durable) => self.durable_advanced(stream, durable),
+            Err(error) => self.reply(token, StoreReply::Error(error)),
+        }
+    }
+
+    fn wait_durable(&mut self, token: CommandToken, stream: &StreamName, offset: u64) {
+        let result = match self.ready(stream) {
+            Err(error) => Err(error),
+            Ok(entry) => {
+                let Phase::Ready { stream, .. } = &entry.phase else {
+                    unreachable!("ready() checked the phase");
+                };
+                let next_offset = stream.next_offset().unwrap_or(stream.durable_next_offset());
+                if offset >= next_offset {
+                    Err(StoreError::NotAppended {
+                        stream: stream.stream().as_str().to_owned(),
+                        offset,
+                        next_offset,
+                    })
+                } else {
+                    entry.durable_waiters.push((token, offset));
+                    Ok(stream.durable_next_offset())
+                }
+            }
+        };
+        match result {
+            Ok(durable) => self.durable_advanced(stream, durable),
+            Err(error) => self.reply(token, StoreReply::Error(error)),
+        }
+    }
+
+    fn handle_store_completion(
+        &mut self,
+        now_ms: u64,
+        stream: StreamName,
+        op: StoreOp,
+        completion: IoCompletion,
+    ) {
+        let Some(entry) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let failed = |what: &'static str, reason: String| StoreError::Disk {
+            stream: stream.as_str().to_owned(),
+            what,
+            reason,
+        };
+        match (op, completion) {
+            (StoreOp::ListManifest, IoCompletion::Disk(DiskCompletion::Listed(names))) => {
+                if !names.is_empty() {
+                    let error = StoreError::RecoveryUnsupported(stream.as_str().to_owned());
+                    return self.fail_opening(&stream, error);
+                }
+                entry.phase = Phase::CreatingDirs(2);
+                let segments = segments_dir(&stream);
+                let manifest = manifest_dir(&stream);
+                self.route(
+                    Route::Store(stream.clone(), StoreOp::CreateSegmentsDir),
+                    IoRequest::Disk(DiskRequest::CreateDir { path: segments }),
+                );
+                self.route(
+                    Route::Store(stream, StoreOp::CreateManifestDir),
+                    IoRequest::Disk(DiskRequest::CreateDir { path: manifest }),
+                );
+            }
+            (
+                StoreOp::CreateSegmentsDir | StoreOp::CreateManifestDir,
+                IoCompletion::Disk(DiskCompletion::Done),
+            ) => {
+                let Phase::CreatingDirs(left) = entry.phase else {
+                    unreachable!("directories are created only while opening");
+                };
+                if left > 1 {
+                    entry.phase = Phase::CreatingDirs(left - 1);
+                    return;
+                }
+                let machine = StreamMachine::create(
+                    self.config.stream,
+                    stream.clone(),
+                    now_ms,
+                    SegmentId(0),
+                    0,
+                );
+                match ManifestWriter::new(
+                    self.config.manifest,
+                    manifest_dir(&stream),
+                    WriterStart::fresh(),
+                    now_ms,
+                ) {
+                    Ok(manifest) => {
+                        entry.phase = Phase::Ready {
+                            stream: machine,
+                            manifest,
+                        };
+                    }
+                    Err(error) => {
+                        let error = StoreError::Manifest {
+                            stream: stream.as_str().to_owned(),
+                            reason: error.to_string(),
+                        };
+                        self.fail_opening(&stream, error);
+                    }
+                }
+            }
+            (StoreOp::ReadArtifact(segment_id), completion) => {
+                self.artifact_read(now_ms, stream, segment_id, completion);
+            }
+            (StoreOp::RemoveSegment(segment_id), completion) => {
+                // A file already gone is as good as removed.
+                if matches!(
+                    completion,
+                    IoCompletion::Disk(
+                        DiskCompletion::Done | DiskCompletion::Failed(DiskErrorKind::NotFound)
+                    )
+                ) {
+                    let path = segments_dir(&stream);
+                    self.route(
+                        Route::Store(stream, StoreOp::SyncSegmentsDir(segment_id)),
+                        IoRequest::Disk(DiskRequest::SyncDir { path }),
+                    );
+                } else {
+                    let error = failed("remove evicted segment", format!("{completion:?}"));
+                    self.fail_stream(&stream, error);
+                }
+            }
+            (StoreOp::SyncSegmentsDir(segment_id), completion) => {
+                if completion == IoCompletion::Disk(DiskCompletion::Done) {
+                    let key = SegmentKey::new(stream.clone(), segment_id);
+                    self.tier0.handle_evicted(&key);
+                    self.tier1.note_evicted_from_tier0(&key);
+                    let record = ManifestRecord::LocalEvicted {
+                        segment_id,
+                        tier: Tier::Tier0,
+                    };
+                    self.journal(now_ms, &stream, &record);
+                } else {
+                    let error = failed("fsync segments directory", format!("{completion:?}"));
+                    self.fail_stream(&stream, error);
+                }
+            }
+            (op, completion) => {
+                let error = failed(
+                    match op {
+                        StoreOp::ListManifest => "list manifest directory",
+                        StoreOp::CreateSegmentsDir => "create segments directory",
+                        StoreOp::CreateManifestDir => "create manifest directory",
+                        StoreOp::ReadArtifact(_)
+                        | StoreOp::RemoveSegment(_)
+                        | StoreOp::SyncSegmentsDir(_) => unreachable!("matched above"),
+                    },
+                    format!("{completion:?}"),
+                );
+                self.fail_opening(&stream, error);
+            }
+        }
+    }
+
+    /// An open that failed before any machine ran: reply and forget the stream.
+    fn fail_opening(&mut self, stream: &StreamName, error: StoreError) {
+        if let Some(entry) = self.streams.remove(stream)
+            && let Some(token) = entry.open_token
+        {
+            self.reply(token, StoreReply::Error(error));
+        }
+    }
+
+    /// Fails a running stream for good: every waiter gets the error.
+    fn fail_stream(&mut self, stream: &StreamName, error: StoreError) {
+        let Some(entry) = self.streams.get_mut(stream) else {
+            return;
+        };
+        let mut tokens: Vec<CommandToken> = entry.open_token.take().into_iter().collect();
+        tokens.extend(entry.durable_waiters.drain(..).map(|(token, _)| token));
+        tokens.extend(entry.flush_waiters.drain(..).map(|(token, _)| token));
+        entry.phase = Phase::Failed(error.clone());
+        for token in tokens {
+            self.reply(token, StoreReply::Error(error.clone()));
+        }
+    }
+
+    /// Drains every component until nothing moves.
+    fn pump(&mut self, now_ms: u64) {
+        loop {
+            let mut moved = false;
+            let names: Vec<StreamName> = self.streams.keys().cloned().collect();
+            for name in names {
+                moved |= self.pump_stream(now_ms, &name);
+            }
+            while let Some(action) = self.tier0.poll_action() {
+                self.handle_tier0_action(action);
+                moved = true;
+            }
+            // Tier 0 events are log lines; the driver has no logger here.
+            while self.tier0.poll_event().is_some() {}
+            while let Some(event) = self.tier1.poll_event() {
+                self.handle_tier1_event(now_ms, event);
+                moved = true;
+            }
+            while let Some(event) = self.tier2.poll_event() {
+                self.handle_tier2_event(now_ms, event);
+                moved = true;
+            }
+            while let Some((local, request)) = self.tier1.poll_request() {
+                self.route(Route::Tier1(local), request);
+                moved = true;
+            }
+            while let Some((local, request)) = self.tier2.poll_request() {
+                self.route(Route::Tier2(local), request);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        self.reply_close_if_done();
+    }
+
+    /// Drains one stream's machines; true if anything moved.
+    fn pump_stream(&mut self, now_ms: u64, name: &StreamName) -> bool {
+        let mut moved = false;
+        let mut requests = Vec::new();
+        let mut stream_events = Vec::new();
+        let mut manifest_events = Vec::new();
+        {
+            let Some(entry) = self.streams.get_mut(name) else {
+                return false;
+            };
+            let Phase::Ready { stream, manifest } = &mut entry.phase else {
+                return false;
+            };
+            while let Some((local, request)) = stream.poll_request() {
+                requests.push((Route::Stream(name.clone(), local), request));
+            }
+            while let Some((local, request)) = manifest.poll_request() {
+                requests.push((
+                    Route::Manifest(name.clone(), local),
+                    IoRequest::Disk(request),
+                ));
+            }
+            while let Some(event) = stream.poll_event() {
+                stream_events.push(event);
+            }
+            while let Some(event) = manifest.poll_event() {
+                manifest_events.push(event);
+            }
+        }
+        for (route, request) in requests {
+            self.route(route, request);
+            moved = true;
+        }
+        for event in stream_events {
+            self.handle_stream_event(now_ms, name, event);
+            moved = true;
+        }
+        for event in manifest_events {
+            self.handle_manifest_event(now_ms, name, event);
+            moved = true;
+        }
+        moved
+    }
+
+    /// Journals `record` and commits; a refused record fails the stream.
+    fn journal(&mut self, now_ms: u64, name: &StreamName, record: &ManifestRecord) -> Option<u64> {
+        let entry = self.streams.get_mut(name)?;
+        let Phase::Ready { manifest, .. } = &mut entry.phase else {
+            return None;
+        };
+        let result: Result<u64, ManifestError> = manifest
+            .append(now_ms, record)
+            .and_then(|ordinal| manifest.commit(now_ms).map(|()| ordinal));
+        match result {
+            Ok(ordinal) => Some(ordinal),
+            Err(error) => {
+                let error = StoreError::Manifest {
+                    stream: name.as_str().to_owned(),
+                    reason: error.to_string(),
+                };
+                self.fail_stream(name, error);
+                None
+            }
+        }
+    }
+
+    fn handle_stream_event(&mut self, now_ms: u64, name: &StreamName, event: StreamEvent) {
+        match event {
+            StreamEvent::Durable { next_offset } => self.durable_advanced(name, next_offset),
+            StreamEvent::SegmentOpened {
+                segment_id,
+                base_offset,
+                opened_at_ms,
+            } => {
+                let record = ManifestRecord::SegmentOpened {
+                    segment_id,
+                    base_offset,
+                    opened_at_ms,
+                };
+                let key = SegmentKey::new(name.clone(), segment_id);
+                let header = u64::from(SEGMENT_HEADER_BYTES);
+                if let Err(error) = self.tier0.admit(now_ms, key, header, AdmitKind::Active) {
+                    panic!("an active segment is always admitted: {error}");
+                }
+                let ordinal = self.journal(now_ms, name, &record);
+                if let Some(entry) = self.streams.get_mut(name)
+                    && entry.open_token.is_some()
+                    && entry.open_ordinal.is_none()
+                {
+                    entry.open_ordinal = ordinal;
+                }
+            }
+            StreamEvent::Sealed(info) => {
+                let footer = info.footer;
+                let record = ManifestRecord::SealSegment {
+                    segment_id: info.segment_id,
+                    base_offset: info.base_offset,
+                    record_count: footer.record_count,
+                    durable_bytes: footer.durable_bytes,
+                    checksum: footer.segment_crc,
+                    last_ext_id: footer.last_ext_id,
+                    coordinator_watermark: footer.coordinator_watermark,
+                    flush_failure: footer.flush_failure,
+                    sealed_at_ms: footer.sealed_at_ms,
+                };
+                let bytes = info.file_bytes();
+                if let Some(ordinal) = self.journal(now_ms, name, &record) {
+                    self.after_commit(
+                        name,
+                        ordinal,
+                        AfterCommit::Sealed {
+                            segment_id: info.segment_id,
+                            bytes,
+                        },
+                    );
+                }
+            }
+            StreamEvent::FlushFailed { .. } | StreamEvent::Recovered(_) => {}
+            StreamEvent::Poisoned(failure) => {
+                let error = StoreError::StreamFailed {
+                    stream: name.as_str().to_owned(),
+                    reason: failure.to_string(),
+                };
+                self.fail_stream(name, error);
+            }
+        }
+    }
+
+    fn durable_advanced(&mut self, name: &StreamName, next_offset: u64) {
+        let Some(entry) = self.streams.get_mut(name) else {
+            return;
+        };
+        let mut done = Vec::new();
+        entry.durable_waiters.retain(|&(token, offset)| {
+            let ready = offset < next_offset;
+            if ready {
+                done.push(token);
+            }
+            !ready
+        });
+        entry.flush_waiters.retain(|&(token, target)| {
+            let ready = target <= next_offset;
+            if ready {
+                done.push(token);
+            }
+            !ready
+        });
+        for token in done {
+            self.reply(token, StoreReply::Durable { next_offset });
+        }
+    }
+
+    fn handle_manifest_event(&mut self, now_ms: u64, name: &StreamName, event: ManifestEvent) {
+        match event {
+            ManifestEvent::Committed { durable_ordinal } => {
+                let Some(entry) = self.streams.get_mut(name) else {
+                    return;
+                };
+                let mut ready = Vec::new();
+                while entry
+                    .after_commit
+                    .front()
+                    .is_some_and(|(ordinal, _)| *ordinal <= durable_ordinal)
+                {
+                    ready.extend(entry.after_commit.pop_front().map(|(_, work)| work));
+                }
+                if entry
+                    .open_ordinal
+                    .is_some_and(|ordinal| ordinal <= durable_ordinal)
+                    && let Some(token) = entry.open_token.take()
+                {
+                    entry.open_ordinal = None;
+                    let next_offset = match &entry.phase {
+                        Phase::Ready { stream, .. } => stream.durable_next_offset(),
+                        _ => 0,
+                    };
+                    self.reply(
+                        token,
+                        StoreReply::Opened {
+                            stream: name.clone(),
+                            next_offset,
+                        },
+                    );
+                }
+                for work in ready {
+                    self.run_after_commit(now_ms, name, work);
+                }
+            }
+            ManifestEvent::ChunkSealed { .. } => {}
+            ManifestEvent::Poisoned { error } => {
+                let error = StoreError::Manifest {
+                    stream: name.as_str().to_owned(),
+                    reason: error.to_string(),
+                };
+                self.fail_stream(name, error);
+            }
+        }
+    }
+
+    fn after_commit(&mut self, name: &StreamName, ordinal: u64, work: AfterCommit) {
+        if let Some(entry) = self.streams.get_mut(name) {
+            assert!(
+                entry
+                    .after_commit
+                    .back()
+                    .is_none_or(|(last, _)| *last < ordinal),
+                "after-commit work is queued in ordinal order"
+            );
+            entry.after_commit.push_back((ordinal, work));
+        }
+    }
+
+    fn run_after_commit(&mut self, now_ms: u64, name: &StreamName, work: AfterCommit) {
+        match work {
+            AfterCommit::Sealed { segment_id, bytes } => {
+                let key = SegmentKey::new(name.clone(), segment_id);
+                self.tier0.handle_sealed(now_ms, &key, bytes);
+                if let Err(error) = self.tier1.enqueue_compression(now_ms, key, bytes) {
+                    // The segment stays in Tier 0 only; it is not evictable.
+                    let record = ManifestRecord::CompressionFailed {
+                        segment_id,
+                        job_id: 0,
+                        reason: ReasonCode::Unspecified,
+                        attempt: 0,
+                    };
+                    debug_assert!(
+                        !matches!(error, crate::tier1::Tier1Error::CompressionPending { .. }),
+                        "a segment is sealed once: {error}"
+                    );
+                    self.journal(now_ms, name, &record);
+                }
+            }
+            AfterCommit::Uploaded { segment_id } => {
+                let key = SegmentKey::new(name.clone(), segment_id);
+                // Not resident (already evicted) is fine.
+                let _ = self.tier0.mark_durable_elsewhere(&key);
+                self.tier1.mark_uploaded(&key);
+            }
+        }
+    }
+
+    fn handle_tier0_action(&mut self, action: Tier0Action) {
+        match action {
+            Tier0Action::Evict { key, .. } => {
+                let path = segment_path(&key.stream, key.segment_id);
+                self.route(
+                    Route::Store(key.stream, StoreOp::RemoveSegment(key.segment_id)),
+                    IoRequest::Disk(DiskRequest::Remove { path }),
+                );
+            }
+            // Hydration admission is a later stage.
+            Tier0Action::Activated { .. } => {}
+        }
+    }
+
+    fn handle_tier1_event(&mut self, now_ms: u64, event: Tier1Event) {
+        match event {
+            Tier1Event::CompressionStarted { key, attempt } => {
+                let record = ManifestRecord::CompressionStarted {
+                    segment_id: key.segment_id,
+                    job_id: u64::from(attempt),
+                };
+                self.journal(now_ms, &key.stream, &record);
+            }
+            Tier1Event::CompressionSucceeded {
+                key,
+                original_bytes,
+                compressed_bytes,
+                frame_count,
+                checksum,
+            } => {
+                let record = ManifestRecord::CompressionDone {
+                    segment_id: key.segment_id,
+                    job_id: 0,
+                    original_bytes,
+                    compressed_bytes,
+                    frame_count,
+                    artifact_checksum: checksum,
+                };
+                self.journal(now_ms, &key.stream, &record);
+                let path = artifact_path(&key.stream, key.segment_id);
+                self.route(
+                    Route::Store(key.stream, StoreOp::ReadArtifact(key.segment_id)),
+                    IoRequest::Disk(DiskRequest::ReadAt {
+                        path,
+                        offset: 0,
+                        length: compressed_bytes,
+                    }),
+                );
+            }
+            Tier1Event::CompressionFailed {
+                key,
+                reason,
+                attempts,
+            } => {
+                let record = ManifestRecord::CompressionFailed {
+                    segment_id: key.segment_id,
+                    job_id: 0,
+                    reason: reason.reason_code(),
+                    attempt: attempts,
+                };
+                self.journal(now_ms, &key.stream, &record);
+            }
+            _ => {}
+        }
+    }
+
+    fn artifact_read(
+        &mut self,
+        now_ms: u64,
+        stream: StreamName,
+        segment_id: SegmentId,
+        completion: IoCompletion,
+    ) {
+        let reason = match completion {
+            IoCompletion::Disk(DiskCompletion::Read(bytes)) if !bytes.is_empty() => {
+                match self
+                    .tier2
+                    .enqueue_upload(now_ms, stream.clone(), segment_id, bytes)
+                {
+                    Ok(()) => return,
+                    Err(_) => ReasonCode::Unspecified,
+                }
+            }
+            IoCompletion::Disk(DiskCompletion::Failed(DiskErrorKind::NotFound)) => {
+                ReasonCode::NotFound
+            }
+            _ => ReasonCode::IoError,
+        };
+        let record = ManifestRecord::UploadFailed {
+            segment_id,
+            key: segment_object_key(&stream, segment_id),
+            reason,
+            attempt: 0,
+        };
+        self.journal(now_ms, &stream, &record);
+    }
+
+    fn handle_tier2_event(&mut self, now_ms: u64, event: Tier2Event) {
+        match event {
+            Tier2Event::UploadStarted {
+                segment,
+                key,
+                attempt,
+            } => {
+                let record = ManifestRecord::UploadStarted {
+                    segment_id: segment.segment_id,
+                    key,
+                    attempt,
+                };
+                self.journal(now_ms, &segment.stream, &record);
+            }
+            Tier2Event::UploadSucceeded {
+                segment,
+                key,
+                etag,
+                object_bytes,
+                ..
+            } => {
+                let record = ManifestRecord::UploadDone {
+                    segment_id: segment.segment_id,
+                    key,
+                    etag: etag.unwrap_or_default(),
+                    object_bytes,
+                };
+                if let Some(ordinal) = self.journal(now_ms, &segment.stream, &record) {
+                    let work = AfterCommit::Uploaded {
+                        segment_id: segment.segment_id,
+                    };
+                    self.after_commit(&segment.stream, ordinal, work);
+                }
+            }
+            Tier2Event::UploadFailed {
+                segment,
+                key,
+                reason,
+                attempts,
+            } => {
+                let record = ManifestRecord::UploadFailed {
+                    segment_id: segment.segment_id,
+                    key,
+                    reason: reason.reason_code(),
+                    attempt: attempts,
+                };
+                self.journal(now_ms, &segment.stream, &record);
+            }
+            _ => {}
+        }
+    }
+
+    /// True when every stream's appends are durable and its manifest committed, and
+    /// no IO is under way.
+    fn quiescent(&self) -> bool {
+        self.routes.is_empty()
+            && self.outbox.is_empty()
+            && self.streams.values().all(|entry| match &entry.phase {
+                Phase::Ready { stream, manifest } => {
+                    let appended = stream.next_offset().unwrap_or(stream.durable_next_offset());
+                    let committed = manifest.durable_ordinal().map_or(0, |ordinal| ordinal + 1);
+                    (stream.failure().is_some() || stream.durable_next_offset() >= appended)
+                        && (manifest.poisoned().is_some() || committed >= manifest.next_ordinal())
+                        && entry.durable_waiters.is_empty()
+                        && entry.flush_waiters.is_empty()
+                        && entry.after_commit.is_empty()
+                }
+                Phase::Failed(_) => true,
+                Phase::Probing | Phase::CreatingDirs(_) => false,
+            })
+    }
+
+    fn start_close(&mut self, now_ms: u64) {
+        self.closing = true;
+        for entry in self.streams.values_mut() {
+            if let Phase::Ready { stream, .. } = &mut entry.phase {
+                // A refused flush (poisoned) leaves nothing to wait for.
+                let _ = stream.flush(now_ms);
+            }
+        }
+    }
+
+    fn reply_close_if_done(&mut self) {
+        if self.closing && !self.close_tokens.is_empty() && self.quiescent() {
+            for token in std::mem::take(&mut self.close_tokens) {
+                self.replies.push_back((token, StoreReply::Closed));
+            }
+        }
+    }
+}
+
+impl Machine for Store {
+    type Command = StoreCommand;
+    type Reply = StoreReply;
+
+    fn handle_command(&mut self, now_ms: u64, token: CommandToken, command: StoreCommand) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now_ms = self.now_ms;
+        match command {
+            StoreCommand::OpenStream { name } => self.open_stream(token, name),
+            StoreCommand::Append {
+                stream,
+                payload,
+                ext_id,
+            } => {
+                if self.closing {
+                    self.reply(token, StoreReply::Error(StoreError::Closed));
+                } else {
+                    self.append(token, &stream, payload, ext_id);
+                }
+            }
+            StoreCommand::Flush { stream } => self.flush(token, &stream),
+            StoreCommand::WaitDurable { stream, offset } => {
+                self.wait_durable(token, &stream, offset);
+            }
+            StoreCommand::Close => {
+                self.close_tokens.push(token);
+                self.start_close(now_ms);
+            }
+        }
+        self.pump(now_ms);
+    }
+
+    fn poll_reply(&mut self) -> Option<(CommandToken, StoreReply)> {
+        self.replies.pop_front()
+    }
+
+    fn poll_request(&mut self) -> Option<(IoId, IoRequest)> {
+        self.outbox.pop_front()
+    }
+
+    fn handle_completion(&mut self, now_ms: u64, id: IoId, completion: IoCompletion) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now_ms = self.now_ms;
+        let route = self
+            .routes
+            .remove(&id)
+            .unwrap_or_else(|| panic!("completion for unknown global id {id:?}"));
+        match route {
+            Route::Store(stream, op) => {
+                self.handle_store_completion(now_ms, stream, op, completion);
+            }
+            Route::Stream(name, local) => {
+                if let Some(StreamEntry {
+                    phase: Phase::Ready { stream, .. },
+                    ..
+                }) = self.streams.get_mut(&name)
+                {
+                    stream.handle_completion(now_ms, local, completion);
+                }
+            }
+            Route::Manifest(name, local) => {
+                if let Some(StreamEntry {
+                    phase: Phase::Ready { manifest, .. },
+                    ..
+                }) = self.streams.get_mut(&name)
+                {
+                    match completion {
+                        IoCompletion::Disk(completion) => {
+                            manifest.handle_completion(now_ms, local, completion);
+                        }
+                        other => panic!("manifest writer got a non-disk completion {other:?}"),
+                    }
+                }
+            }
+            Route::Tier1(local) => self.tier1.handle_completion(now_ms, local, completion),
+            Route::Tier2(local) => self.tier2.handle_completion(now_ms, local, completion),
+        }
+        self.pump(now_ms);
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        let streams = self
+            .streams
+            .values()
+            .filter_map(|entry| match &entry.phase {
+                Phase::Ready { stream, manifest } => {
+                    match (stream.poll_timeout(), manifest.poll_timeout()) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                }
+                _ => None,
+            });
+        streams
+            .chain(self.tier1.poll_timeout())
+            .chain(self.tier2.poll_timeout())
+            .min()
+    }
+
+    fn handle_timeout(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now_ms = self.now_ms;
+        for entry in self.streams.values_mut() {
+            if let Phase::Ready { stream, manifest } = &mut entry.phase {
+                if stream.poll_timeout().is_some_and(|at| at <= now_ms) {
+                    stream.handle_timeout(now_ms);
+                }
+                if manifest.poll_timeout().is_some_and(|at| at <= now_ms) {
+                    manifest.handle_timeout(now_ms);
+                }
+            }
+        }
+        if self.tier1.poll_timeout().is_some_and(|at| at <= now_ms) {
+            self.tier1.handle_timeout(now_ms);
+        }
+        if self.tier2.poll_timeout().is_some_and(|at| at <= now_ms) {
+            self.tier2.handle_timeout(now_ms);
+        }
+        self.pump(now_ms);
+    }
+
+    fn handle_shutdown(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now_ms = self.now_ms;
+        self.start_close(now_ms);
+        self.pump(now_ms);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.closing && self.close_tokens.is_empty() && self.quiescent()
+    }
+
+    fn check_invariants(&self) {
+        for id in self.routes.keys() {
+            assert!(
+                id.0 < self.next_global_id,
+                "routed id {id:?} was never issued"
+            );
+        }
+        for (id, _) in &self.outbox {
+            assert!(
+                self.routes.contains_key(id),
+                "outbox id {id:?} is not routed"
+            );
+        }
+        for (name, entry) in &self.streams {
+            if let Phase::Ready { stream, manifest } = &entry.phase {
+                assert_eq!(
+                    stream.stream(),
+                    name,
+                    "a stream machine sits under its name"
+                );
+                stream.check_invariants();
+                manifest.check_invariants();
+                let durable = stream.durable_next_offset();
+                for &(_, offset) in &entry.durable_waiters {
+                    assert!(
+                        offset >= durable,
+                        "satisfied durability waiter left waiting"
+                    );
+                }
+                for &(_, target) in &entry.flush_waiters {
+                    assert!(target > durable, "satisfied flush waiter left waiting");
+                }
+                let committed = manifest.durable_ordinal();
+                for (ordinal, _) in &entry.after_commit {
+                    assert!(
+                        committed.is_none_or(|committed| *ordinal > committed),
+                        "after-commit work left behind its commit"
+                    );
+                }
+            } else {
+                assert!(
+                    entry.durable_waiters.is_empty() && entry.flush_waiters.is_empty(),
+                    "only a running stream has waiters"
+                );
+            }
+        }
+        self.tier0.check_invariants();
+        self.tier1.check_invariants();
+        self.tier2.check_invariants();
+    }
+}
