@@ -624,6 +624,12 @@ impl DiskState {
         Ok(list_names(&self.current_names, dir.as_str()))
     }
 
+    /// Directories exist implicitly in this model, so creating one changes nothing;
+    /// it can still fail with an injected metadata fault, as `mkdir` can.
+    fn create_dir(&mut self, _dir: &LocalPath) -> Result<(), DiskErrorKind> {
+        self.metadata_fault()
+    }
+
     fn length(&mut self, path: &LocalPath) -> Result<u64, DiskErrorKind> {
         let inode = self.resolve(path)?;
         self.metadata_fault()?;
@@ -986,6 +992,10 @@ impl DiskPort for SimDisk {
 
     async fn length(&self, path: &LocalPath) -> Result<u64, DiskErrorKind> {
         self.operate(|state| state.length(path)).await
+    }
+
+    async fn create_dir(&self, path: &LocalPath) -> Result<(), DiskErrorKind> {
+        self.operate(|state| state.create_dir(path)).await
     }
 }
 
