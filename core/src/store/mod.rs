@@ -66,7 +66,8 @@ use crate::backpressure::BackpressureKind;
 use crate::driver::{CommandToken, Machine};
 use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, IoRequest};
 use crate::limits::{SEGMENT_HEADER_BYTES, STORE_STREAMS_MAX};
-use crate::manifest::record::{ManifestRecord, ReasonCode, Tier};
+use crate::manifest::index::ManifestIndex;
+use crate::manifest::record::{ManifestRecord, ReasonCode, RecordFrame, Tier};
 use crate::manifest::writer::{
     ManifestError, ManifestEvent, ManifestWriter, ManifestWriterConfig, WriterStart,
 };
@@ -242,6 +243,10 @@ enum Phase {
     Ready {
         stream: StreamMachine,
         manifest: ManifestWriter,
+        /// Every record journaled so far, applied in ordinal order (committed or
+        /// not): the store's view of where each segment lives. The read path,
+        /// retention and snapshots look segments up here.
+        index: ManifestIndex,
     },
     /// Failed for good: every command gets this error.
     Failed(StoreError),
@@ -517,6 +522,7 @@ impl Store {
                         entry.phase = Phase::Ready {
                             stream: machine,
                             manifest,
+                            index: ManifestIndex::new(),
                         };
                     }
                     Err(error) => {
@@ -651,7 +657,10 @@ impl Store {
             let Some(entry) = self.streams.get_mut(name) else {
                 return false;
             };
-            let Phase::Ready { stream, manifest } = &mut entry.phase else {
+            let Phase::Ready {
+                stream, manifest, ..
+            } = &mut entry.phase
+            else {
                 return false;
             };
             while let Some((local, request)) = stream.poll_request() {
@@ -688,14 +697,26 @@ impl Store {
     /// Journals `record` and commits; a refused record fails the stream.
     fn journal(&mut self, now_ms: u64, name: &StreamName, record: &ManifestRecord) -> Option<u64> {
         let entry = self.streams.get_mut(name)?;
-        let Phase::Ready { manifest, .. } = &mut entry.phase else {
+        let Phase::Ready {
+            manifest, index, ..
+        } = &mut entry.phase
+        else {
             return None;
         };
         let result: Result<u64, ManifestError> = manifest
             .append(now_ms, record)
             .and_then(|ordinal| manifest.commit(now_ms).map(|()| ordinal));
         match result {
-            Ok(ordinal) => Some(ordinal),
+            Ok(ordinal) => {
+                let frame = RecordFrame {
+                    ordinal,
+                    timestamp_ms: now_ms,
+                    record: record.clone(),
+                    frame_length: record.frame_length(),
+                };
+                index.apply(&frame);
+                Some(ordinal)
+            }
             Err(error) => {
                 let error = StoreError::Manifest {
                     stream: name.as_str().to_owned(),
@@ -1037,7 +1058,9 @@ impl Store {
         self.routes.is_empty()
             && self.outbox.is_empty()
             && self.streams.values().all(|entry| match &entry.phase {
-                Phase::Ready { stream, manifest } => {
+                Phase::Ready {
+                    stream, manifest, ..
+                } => {
                     let appended = stream.next_offset().unwrap_or(stream.durable_next_offset());
                     let committed = manifest.durable_ordinal().map_or(0, |ordinal| ordinal + 1);
                     (stream.failure().is_some() || stream.durable_next_offset() >= appended)
@@ -1155,12 +1178,12 @@ impl Machine for Store {
             .streams
             .values()
             .filter_map(|entry| match &entry.phase {
-                Phase::Ready { stream, manifest } => {
-                    match (stream.poll_timeout(), manifest.poll_timeout()) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    }
-                }
+                Phase::Ready {
+                    stream, manifest, ..
+                } => match (stream.poll_timeout(), manifest.poll_timeout()) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
                 _ => None,
             });
         streams
@@ -1173,7 +1196,10 @@ impl Machine for Store {
         self.now_ms = self.now_ms.max(now_ms);
         let now_ms = self.now_ms;
         for entry in self.streams.values_mut() {
-            if let Phase::Ready { stream, manifest } = &mut entry.phase {
+            if let Phase::Ready {
+                stream, manifest, ..
+            } = &mut entry.phase
+            {
                 if stream.poll_timeout().is_some_and(|at| at <= now_ms) {
                     stream.handle_timeout(now_ms);
                 }
@@ -1216,7 +1242,18 @@ impl Machine for Store {
             );
         }
         for (name, entry) in &self.streams {
-            if let Phase::Ready { stream, manifest } = &entry.phase {
+            if let Phase::Ready {
+                stream,
+                manifest,
+                index,
+            } = &entry.phase
+            {
+                index.check_invariants();
+                assert_eq!(
+                    index.next_ordinal(),
+                    manifest.next_ordinal(),
+                    "the index has applied every journaled record"
+                );
                 assert_eq!(
                     stream.stream(),
                     name,
