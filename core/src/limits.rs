@@ -406,3 +406,11 @@ const _: () = assert!(STREAM_IO_IN_FLIGHT_MAX >= 1);
 
 /// Streams one [`Store`](crate::store::Store) keeps open at once.
 pub const STORE_STREAMS_MAX: usize = 4096;
+
+/// Record indexes (frame positions of a sealed segment) the store keeps for reads;
+/// the least recently used is dropped first and rebuilt by reading its file again.
+pub const STORE_RECORD_INDEXES_MAX: usize = 256;
+
+/// Reads parked at once (waiting for a hydration, a record index or, as tail
+/// followers, for durability); past it a read gets `WouldBlock` instead of waiting.
+pub const STORE_PARKED_READS_MAX: usize = 65_536;

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A disk of files held in memory. Directories exist implicitly.
@@ -258,9 +258,14 @@ impl ObjectStorePort for MemoryObjectStore {
 
 /// A clock that jumps: `sleep_until` moves time to the deadline and returns at once,
 /// so tests never wait and time only passes when the machine asks it to.
+///
+/// A frozen clock ([`JumpClock::freeze`]) never jumps: a sleep until a later deadline
+/// never returns, so time passes only by [`JumpClock::advance`]. Tests that must not
+/// see timers fire (segment age, manifest rotation) freeze it.
 #[derive(Debug, Default)]
 pub struct JumpClock {
     now_ms: AtomicU64,
+    frozen: AtomicBool,
 }
 
 impl JumpClock {
@@ -269,7 +274,13 @@ impl JumpClock {
     pub fn starting_at(now_ms: u64) -> Self {
         JumpClock {
             now_ms: AtomicU64::new(now_ms),
+            frozen: AtomicBool::new(false),
         }
+    }
+
+    /// Stops the clock from jumping to deadlines.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
     }
 
     /// Moves time forward by `elapsed_ms`.
@@ -285,6 +296,9 @@ impl ClockPort for JumpClock {
     }
 
     async fn sleep_until(&self, deadline_ms: u64) {
+        if self.frozen.load(Ordering::SeqCst) && deadline_ms > self.now_ms() {
+            return futures::future::pending().await;
+        }
         self.now_ms.fetch_max(deadline_ms, Ordering::SeqCst);
     }
 }

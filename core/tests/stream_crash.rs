@@ -173,13 +173,17 @@ fn recover(
     }
     let (_, base) = driver.machine.active_segment().expect("open");
     for offset in base..next {
-        assert_eq!(
-            driver.machine.read_active(offset),
-            Ok(ReadOutcome::Ready(
-                model.payloads[offset as usize].clone().into()
-            )),
-            "read_active({offset})"
-        );
+        match driver.machine.read_active(offset) {
+            Ok(ReadOutcome::Ready(record)) => {
+                assert_eq!(record.offset, offset, "read_active({offset})");
+                assert_eq!(
+                    record.payload.as_ref(),
+                    model.payloads[offset as usize].as_slice(),
+                    "read_active({offset})"
+                );
+            }
+            other => panic!("read_active({offset}): expected Ready, got {other:?}"),
+        }
     }
     driver
 }

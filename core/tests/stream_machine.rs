@@ -71,7 +71,7 @@ fn would_block(kind: BackpressureKind) -> AppendError {
 
 fn ready(driver: &Driver, offset: u64) -> Vec<u8> {
     match driver.machine.read_active(offset) {
-        Ok(ReadOutcome::Ready(bytes)) => bytes.to_vec(),
+        Ok(ReadOutcome::Ready(record)) => record.payload.to_vec(),
         other => panic!("offset {offset}: expected Ready, got {other:?}"),
     }
 }

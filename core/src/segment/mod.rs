@@ -49,7 +49,7 @@ mod sealed;
 pub use digest::SegmentDigest;
 pub use footer::SegmentFooter;
 pub use header::SegmentHeader;
-pub use record::{FramedRecord, Record};
+pub use record::{FramedRecord, Record, StoredRecord};
 pub use scan::{ActiveTail, LastRecord, TailScan, scan_tail};
 pub use sealed::{RecordBoundary, Records, SealedSegment};
 

@@ -18,7 +18,7 @@
 use super::SegmentError;
 use crate::codec::{DecodeError, Reader, crc32_parts};
 use crate::limits::{RECORD_PAYLOAD_BYTES_MAX, SEGMENT_RECORD_FRAME_HEADER_BYTES};
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 
 pub(super) const LENGTH_AT: usize = 0;
 pub(super) const CRC_AT: usize = LENGTH_AT + 4;
@@ -63,6 +63,38 @@ impl FramedRecord<'_> {
     #[must_use]
     pub fn end(&self) -> u64 {
         self.position + self.frame_bytes()
+    }
+}
+
+/// A record read back, owning its payload (a slice of the bytes it was read from, not
+/// a copy).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StoredRecord {
+    pub offset: u64,
+    pub timestamp_ms: u64,
+    /// External id, e.g. a Raft index; 0 means none.
+    pub ext_id: u64,
+    pub payload: Bytes,
+}
+
+impl StoredRecord {
+    /// Decodes the frame at the start of `bytes`, which sits at absolute `position` in
+    /// its segment file, checking its CRC and that it holds `offset`.
+    pub fn decode(bytes: &Bytes, position: u64, offset: u64) -> Result<Self, SegmentError> {
+        let framed = Record::decode(bytes, position)?;
+        if framed.record.offset != offset {
+            return Err(SegmentError::OffsetNotDense {
+                position,
+                expected: offset,
+                found: framed.record.offset,
+            });
+        }
+        Ok(StoredRecord {
+            offset,
+            timestamp_ms: framed.record.timestamp_ms,
+            ext_id: framed.record.ext_id,
+            payload: bytes.slice_ref(framed.record.payload),
+        })
     }
 }
 

@@ -46,6 +46,13 @@
 //!    `tier0.handle_evicted`, `tier1.note_evicted_from_tier0` and journal
 //!    `LocalEvicted`.
 //!
+//! # Reads
+//!
+//! `Read` serves a durable record from the active segment (memory), a sealed Tier 0
+//! file (one frame read, located by the segment's record index), or starts the
+//! hydration of a cold segment (`WouldBlock(Hydration)`, or a parked read with
+//! `mode.wait`); tail followers park at the durable end. See `store/read.rs`.
+//!
 //! **Invariants** (checked by [`Store::check_invariants`], which also runs every
 //! component's own `check_invariants`)
 //! - Every global id in the route table is below the next global id; the outbox holds
@@ -76,6 +83,7 @@ use crate::names::{
     segment_path, segments_dir,
 };
 use crate::retry::DetRng;
+use crate::segment::StoredRecord;
 use crate::stream::{AppendError, StreamConfig, StreamEvent, StreamMachine};
 use crate::tier0::{AdmitKind, Tier0Action, Tier0Cache, Tier0CacheConfig};
 use crate::tier1::{Tier1Cache, Tier1Config, Tier1Event};
@@ -84,8 +92,11 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
 
+mod read;
 #[cfg(test)]
 mod tests;
+
+pub use read::{ReadMetricsSnapshot, ReadMode};
 
 /// Everything a [`Store`] needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -132,6 +143,14 @@ pub enum StoreCommand {
     Flush { stream: StreamName },
     /// Replied `Durable` once the record at `offset` is durable.
     WaitDurable { stream: StreamName, offset: u64 },
+    /// Reads the durable record at `offset` from whichever tier holds it: replied
+    /// `Record`, `WouldBlock(Hydration | Tail)` (unless `mode.wait`), or an error
+    /// (below the start offset, never appended, corrupt). See `store/read.rs`.
+    Read {
+        stream: StreamName,
+        offset: u64,
+        mode: ReadMode,
+    },
     /// Flushes everything and commits the manifests; replied `Closed` once done.
     Close,
 }
@@ -145,6 +164,8 @@ pub enum StoreReply {
         next_offset: u64,
     },
     Appended(u64),
+    /// A durable record, read back.
+    Record(StoredRecord),
     /// Every offset below `next_offset` is durable.
     Durable {
         next_offset: u64,
@@ -183,6 +204,28 @@ pub enum StoreError {
         offset: u64,
         next_offset: u64,
     },
+    #[error(
+        "offset {offset} of stream {stream:?} is below its start offset {start_offset} \
+         (retention removed it)"
+    )]
+    OffsetBelowStart {
+        stream: String,
+        offset: u64,
+        start_offset: u64,
+    },
+    #[error("stream {stream:?}: {path} is corrupt at byte {position}: {reason}")]
+    Corrupt {
+        stream: String,
+        path: String,
+        position: u64,
+        reason: String,
+    },
+    #[error("segment {segment_id} of stream {stream:?} cannot be read back: {reason}")]
+    ColdRead {
+        stream: String,
+        segment_id: SegmentId,
+        reason: String,
+    },
     #[error("append refused: {0}")]
     Append(AppendError),
     #[error("manifest of stream {stream:?} failed: {reason}")]
@@ -219,6 +262,19 @@ enum StoreOp {
     RemoveSegment(SegmentId),
     /// Fsyncing the segments directory after the removal.
     SyncSegmentsDir(SegmentId),
+    /// Reading a whole sealed segment to build its record index.
+    LoadRecordIndex {
+        segment_id: SegmentId,
+        base_offset: u64,
+    },
+    /// Reading one record frame of a sealed segment for a reader.
+    ReadRecord {
+        segment_id: SegmentId,
+        position: u64,
+        token: CommandToken,
+        offset: u64,
+        sequential: bool,
+    },
 }
 
 /// Work that waits for a manifest record to be committed.
@@ -281,6 +337,7 @@ pub struct Store {
     replies: VecDeque<(CommandToken, StoreReply)>,
     close_tokens: Vec<CommandToken>,
     closing: bool,
+    reads: read::Reads,
 }
 
 impl Store {
@@ -300,6 +357,7 @@ impl Store {
             replies: VecDeque::new(),
             close_tokens: Vec::new(),
             closing: false,
+            reads: read::Reads::default(),
         };
         store.check_invariants();
         Ok(store)
@@ -317,6 +375,12 @@ impl Store {
             Phase::Ready { stream, .. } => Some(stream.durable_next_offset()),
             _ => None,
         }
+    }
+
+    /// The read path's counters.
+    #[must_use]
+    pub fn read_metrics(&self) -> ReadMetricsSnapshot {
+        self.reads.metrics()
     }
 
     /// Names of the streams open or opening.
@@ -534,6 +598,29 @@ impl Store {
                     }
                 }
             }
+            (
+                StoreOp::LoadRecordIndex {
+                    segment_id,
+                    base_offset,
+                },
+                completion,
+            ) => {
+                let key = SegmentKey::new(stream, segment_id);
+                self.record_index_loaded(key, base_offset, completion);
+            }
+            (
+                StoreOp::ReadRecord {
+                    segment_id,
+                    position,
+                    token,
+                    offset,
+                    sequential,
+                },
+                completion,
+            ) => {
+                let key = SegmentKey::new(stream, segment_id);
+                self.record_read(key, position, token, offset, sequential, completion);
+            }
             (StoreOp::ReadArtifact(segment_id), completion) => {
                 self.artifact_read(now_ms, stream, segment_id, completion);
             }
@@ -578,7 +665,9 @@ impl Store {
                         StoreOp::CreateManifestDir => "create manifest directory",
                         StoreOp::ReadArtifact(_)
                         | StoreOp::RemoveSegment(_)
-                        | StoreOp::SyncSegmentsDir(_) => unreachable!("matched above"),
+                        | StoreOp::SyncSegmentsDir(_)
+                        | StoreOp::LoadRecordIndex { .. }
+                        | StoreOp::ReadRecord { .. } => unreachable!("matched above"),
                     },
                     format!("{completion:?}"),
                 );
@@ -608,6 +697,7 @@ impl Store {
         for token in tokens {
             self.reply(token, StoreReply::Error(error.clone()));
         }
+        self.fail_parked_reads(Some(stream), &error);
     }
 
     /// Drains every component until nothing moves.
@@ -812,6 +902,7 @@ impl Store {
         for token in done {
             self.reply(token, StoreReply::Durable { next_offset });
         }
+        self.wake_tail_followers(name, next_offset);
     }
 
     fn handle_manifest_event(&mut self, now_ms: u64, name: &StreamName, event: ManifestEvent) {
@@ -906,14 +997,17 @@ impl Store {
     fn handle_tier0_action(&mut self, action: Tier0Action) {
         match action {
             Tier0Action::Evict { key, .. } => {
+                self.forget_record_index(&key);
                 let path = segment_path(&key.stream, key.segment_id);
                 self.route(
                     Route::Store(key.stream, StoreOp::RemoveSegment(key.segment_id)),
                     IoRequest::Disk(DiskRequest::Remove { path }),
                 );
             }
-            // Hydration admission is a later stage.
-            Tier0Action::Activated { .. } => {}
+            // A queued hydration got its Tier 0 space (one pin held).
+            Tier0Action::Activated { key, .. } => {
+                self.request_tier1_hydration(&key, read::READ_PRIORITY);
+            }
         }
     }
 
@@ -964,6 +1058,37 @@ impl Store {
                     attempt: attempts,
                 };
                 self.journal(now_ms, &key.stream, &record);
+            }
+            Tier1Event::HydrationStarted {
+                key,
+                source,
+                attempt: 1,
+            } => self.hydration_started(&key, source),
+            Tier1Event::HydrationSucceeded {
+                key, source, bytes, ..
+            } => self.hydration_ended(&key, source, Ok(bytes)),
+            Tier1Event::HydrationFailed {
+                key,
+                source,
+                reason,
+                attempts,
+            } => {
+                let record = ManifestRecord::HydrationFailed {
+                    segment_id: key.segment_id,
+                    source: source.tier(),
+                    reason: reason.reason_code(),
+                    attempt: attempts,
+                };
+                self.journal(now_ms, &key.stream, &record);
+                let error = StoreError::ColdRead {
+                    stream: key.stream.as_str().to_owned(),
+                    segment_id: key.segment_id,
+                    reason: format!(
+                        "hydration from {} failed after {attempts} attempts: {reason}",
+                        source.as_str()
+                    ),
+                };
+                self.hydration_ended(&key, source, Err(error));
             }
             _ => {}
         }
@@ -1076,6 +1201,7 @@ impl Store {
 
     fn start_close(&mut self, now_ms: u64) {
         self.closing = true;
+        self.fail_parked_reads(None, &StoreError::Closed);
         for entry in self.streams.values_mut() {
             if let Phase::Ready { stream, .. } = &mut entry.phase {
                 // A refused flush (poisoned) leaves nothing to wait for.
@@ -1117,6 +1243,11 @@ impl Machine for Store {
             StoreCommand::WaitDurable { stream, offset } => {
                 self.wait_durable(token, &stream, offset);
             }
+            StoreCommand::Read {
+                stream,
+                offset,
+                mode,
+            } => self.read(token, &stream, offset, mode),
             StoreCommand::Close => {
                 self.close_tokens.push(token);
                 self.start_close(now_ms);
@@ -1288,5 +1419,6 @@ impl Machine for Store {
         self.tier0.check_invariants();
         self.tier1.check_invariants();
         self.tier2.check_invariants();
+        self.check_read_invariants();
     }
 }

@@ -24,7 +24,7 @@ use crate::limits::{
     SEGMENT_BYTES_MAX, SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES,
     SEGMENT_RECORD_FRAME_HEADER_BYTES,
 };
-use crate::segment::{Record, SegmentDigest, SegmentFooter, SegmentHeader};
+use crate::segment::{Record, SegmentDigest, SegmentFooter, SegmentHeader, StoredRecord};
 use bytes::{Bytes, BytesMut};
 
 const HEADER_BYTES: u64 = SEGMENT_HEADER_BYTES as u64;
@@ -39,6 +39,7 @@ struct HeldRecord {
     /// The encoded frame.
     frame: Bytes,
     timestamp_ms: u64,
+    ext_id: u64,
 }
 
 impl HeldRecord {
@@ -119,6 +120,7 @@ impl ActiveSegment {
                 position,
                 frame: valid.slice(index..end_index),
                 timestamp_ms: framed.record.timestamp_ms,
+                ext_id: framed.record.ext_id,
             });
             position = end;
         }
@@ -198,6 +200,7 @@ impl ActiveSegment {
             position,
             frame,
             timestamp_ms: now_ms,
+            ext_id,
         });
         self.appended_bytes += frame_bytes;
         assert!(self.appended_bytes + FOOTER_BYTES <= SEGMENT_BYTES_MAX);
@@ -297,11 +300,17 @@ impl ActiveSegment {
         self.force_sync_bytes = self.appended_bytes;
     }
 
-    /// The payload of `offset`, if this segment holds it.
-    pub fn payload(&self, offset: u64) -> Option<Bytes> {
+    /// The record at `offset`, if this segment holds it (its payload shares the
+    /// frame held in memory).
+    pub fn record(&self, offset: u64) -> Option<StoredRecord> {
         let index = usize::try_from(offset.checked_sub(self.base_offset())?).ok()?;
         let record = self.records.get(index)?;
-        Some(record.frame.slice(FRAME_HEADER_BYTES..))
+        Some(StoredRecord {
+            offset,
+            timestamp_ms: record.timestamp_ms,
+            ext_id: record.ext_id,
+            payload: record.frame.slice(FRAME_HEADER_BYTES..),
+        })
     }
 
     /// Append time of the first record (the segment's age counts from it).

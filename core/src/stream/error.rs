@@ -11,8 +11,7 @@ use crate::SegmentId;
 use crate::backpressure::{BackpressureKind, WouldBlock};
 use crate::io::{DiskErrorKind, LocalPath};
 use crate::pointer::{PointerError, SealedPointer};
-use crate::segment::SegmentError;
-use bytes::Bytes;
+use crate::segment::{SegmentError, StoredRecord};
 use thiserror::Error;
 
 /// Why an append (or a `seal`/`flush` request) was refused.
@@ -56,8 +55,8 @@ impl AppendError {
 /// The answer to [`super::StreamMachine::read_active`] when it is not an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadOutcome {
-    /// The payload of the record, durable.
-    Ready(Bytes),
+    /// The record, durable.
+    Ready(StoredRecord),
     /// `WouldBlock(Tail)`: the record is not durable yet (appended, or the next one to
     /// be appended). Wait for a `Durable` event.
     WouldBlock(WouldBlock),

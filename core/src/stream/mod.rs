@@ -536,8 +536,8 @@ impl StreamMachine {
             });
         }
         if offset < segment.durable_next_offset() {
-            let payload = segment.payload(offset).expect("durable records are held");
-            return Ok(ReadOutcome::Ready(payload));
+            let record = segment.record(offset).expect("durable records are held");
+            return Ok(ReadOutcome::Ready(record));
         }
         if offset > segment.next_offset() {
             return Err(ReadError::OutOfRange {
