@@ -538,7 +538,8 @@ pub enum ConfigError {
     #[error("environment variable {name} = {value:?}: {reason}")]
     Env {
         name: &'static str,
-        /// The value, or `<redacted>` for credentials.
+        /// The value. Credential variables are only ever refused when empty, so no
+        /// credential is quoted here.
         value: String,
         reason: String,
     },
@@ -588,6 +589,16 @@ fn invalid(
         key: key.into(),
         value: value.into(),
         reason: reason.into(),
+    }
+}
+
+/// A value the core refused: `known` is the key (under `section`) and its value as the
+/// file spells it; `None` for a core error this mapping does not know yet, which is
+/// then named by its section and the core's reason alone.
+fn refused(section: &str, known: Option<(&str, String)>, reason: impl fmt::Display) -> ConfigError {
+    match known {
+        Some((key, value)) => invalid(format!("{section}.{key}"), value, reason.to_string()),
+        None => invalid(section, "(see the reason)", reason.to_string()),
     }
 }
 
@@ -832,16 +843,18 @@ impl AofManagerConfig {
             activation_queue_warn_threshold: section.activation_queue_warn_threshold,
         };
         config.validate().map_err(|error| {
-            let (key, value) = match error {
+            let known = match error {
                 Tier0ConfigError::ClusterMaxBytesTooSmall { .. } => {
-                    ("cluster_max_bytes", size_text(section.cluster_max_bytes))
+                    Some(("cluster_max_bytes", size_text(section.cluster_max_bytes)))
                 }
-                _ => (
+                Tier0ConfigError::WarnThresholdZero
+                | Tier0ConfigError::WarnThresholdTooLarge { .. } => Some((
                     "activation_queue_warn_threshold",
                     section.activation_queue_warn_threshold.to_string(),
-                ),
+                )),
+                _ => None,
             };
-            invalid(format!("store.tier0.{key}"), value, error.to_string())
+            refused("store.tier0", known, &error)
         })?;
         Ok(config)
     }
@@ -861,34 +874,34 @@ impl AofManagerConfig {
             hydration_concurrency: section.hydration_concurrency,
         };
         config.validate().map_err(|error| {
-            let (key, value) = match error {
+            let known = match error {
                 Tier1ConfigError::MaxBytesTooSmall { .. } => {
-                    ("max_bytes", size_text(section.max_bytes))
+                    Some(("max_bytes", size_text(section.max_bytes)))
                 }
                 Tier1ConfigError::MaxRetriesOutOfRange { .. } => {
-                    ("max_retries", section.max_retries.to_string())
+                    Some(("max_retries", section.max_retries.to_string()))
                 }
                 Tier1ConfigError::RetryBackoffTooLarge { .. } => {
-                    ("retry_backoff", duration_text(section.retry_backoff))
+                    Some(("retry_backoff", duration_text(section.retry_backoff)))
                 }
                 Tier1ConfigError::CompressionLevelOutOfRange { .. } => {
-                    ("compression_level", section.compression_level.to_string())
+                    Some(("compression_level", section.compression_level.to_string()))
                 }
-                Tier1ConfigError::FrameRawBytesTargetOutOfRange { .. } => (
+                Tier1ConfigError::FrameRawBytesTargetOutOfRange { .. } => Some((
                     "frame_raw_bytes_target",
                     size_text(section.frame_raw_bytes_target),
-                ),
-                Tier1ConfigError::CompressionConcurrencyOutOfRange { .. } => (
+                )),
+                Tier1ConfigError::CompressionConcurrencyOutOfRange { .. } => Some((
                     "compression_concurrency",
                     section.compression_concurrency.to_string(),
-                ),
-                Tier1ConfigError::HydrationConcurrencyOutOfRange { .. } => (
+                )),
+                Tier1ConfigError::HydrationConcurrencyOutOfRange { .. } => Some((
                     "hydration_concurrency",
                     section.hydration_concurrency.to_string(),
-                ),
-                _ => ("", String::new()),
+                )),
+                _ => None,
             };
-            invalid(format!("store.tier1.{key}"), value, error.to_string())
+            refused("store.tier1", known, &error)
         })?;
         Ok(config)
     }
@@ -916,37 +929,40 @@ impl AofManagerConfig {
             },
         };
         config.validate().map_err(|error| {
-            let (key, value) = match &error {
+            let known = match &error {
                 Tier2ConfigError::Retry(retry_error) => match retry_error {
                     RetryConfigError::MaxAttemptsZero
                     | RetryConfigError::MaxAttemptsTooLarge { .. } => {
-                        ("retry.max_attempts", retry.max_attempts.to_string())
+                        Some(("retry.max_attempts", retry.max_attempts.to_string()))
                     }
                     RetryConfigError::MaxDelayTooLarge { .. } => {
-                        ("retry.max_delay", duration_text(retry.max_delay))
+                        Some(("retry.max_delay", duration_text(retry.max_delay)))
                     }
-                    _ => ("retry.base_delay", duration_text(retry.base_delay)),
+                    RetryConfigError::BaseAboveMax { .. } => {
+                        Some(("retry.base_delay", duration_text(retry.base_delay)))
+                    }
+                    _ => None,
                 },
                 Tier2ConfigError::ConcurrencyZero { knob }
-                | Tier2ConfigError::ConcurrencyTooLarge { knob, .. } => {
-                    let value = match *knob {
-                        "upload_concurrency" => section.upload_concurrency,
-                        "delete_concurrency" => section.delete_concurrency,
-                        _ => section.fetch_concurrency,
-                    };
-                    (*knob, value.to_string())
+                | Tier2ConfigError::ConcurrencyTooLarge { knob, .. } => match *knob {
+                    "upload_concurrency" => Some(section.upload_concurrency),
+                    "delete_concurrency" => Some(section.delete_concurrency),
+                    "fetch_concurrency" => Some(section.fetch_concurrency),
+                    _ => None,
                 }
-                Tier2ConfigError::RetentionZero { knob } if *knob == "max_bytes" => (
-                    "retention.max_bytes",
-                    retention.max_bytes.map_or_else(String::new, size_text),
-                ),
-                Tier2ConfigError::RetentionZero { .. } => (
-                    "retention.max_age",
-                    retention.max_age.map_or_else(String::new, duration_text),
-                ),
-                _ => ("", String::new()),
+                .map(|value| (*knob, value.to_string())),
+                Tier2ConfigError::RetentionZero { knob } => match *knob {
+                    "max_bytes" => retention
+                        .max_bytes
+                        .map(|bytes| ("retention.max_bytes", size_text(bytes))),
+                    "max_age_ms" => retention
+                        .max_age
+                        .map(|age| ("retention.max_age", duration_text(age))),
+                    _ => None,
+                },
+                _ => None,
             };
-            invalid(format!("store.tier2.{key}"), value, error.to_string())
+            refused("store.tier2", known, &error)
         })?;
         Ok(config)
     }
@@ -972,38 +988,43 @@ impl AofManagerConfig {
             )?,
         };
         config.validate().map_err(|error| {
-            let (key, value) = match error {
-                StreamConfigError::SegmentTargetBytes { .. } => (
+            let known = match error {
+                StreamConfigError::SegmentTargetBytes { .. } => Some((
                     "stream.segment_target_bytes",
                     size_text(stream.segment_target_bytes),
-                ),
-                StreamConfigError::SegmentMaxAgeMs { .. } => (
+                )),
+                StreamConfigError::SegmentMaxAgeMs { .. } => Some((
                     "stream.segment_max_age",
                     duration_text(stream.segment_max_age),
-                ),
-                StreamConfigError::RecordPayloadBytesMax { .. } => (
+                )),
+                StreamConfigError::RecordPayloadBytesMax { .. } => Some((
                     "stream.record_payload_bytes_max",
                     size_text(stream.record_payload_bytes_max),
-                ),
-                StreamConfigError::MaxUnflushedBytes { .. } => (
+                )),
+                StreamConfigError::MaxUnflushedBytes { .. } => Some((
                     "flush.max_unflushed_bytes",
                     size_text(flush.max_unflushed_bytes),
-                ),
+                )),
                 StreamConfigError::FlushMaxRetries { .. } => {
-                    ("flush.max_retries", flush.max_retries.to_string())
+                    Some(("flush.max_retries", flush.max_retries.to_string()))
                 }
                 StreamConfigError::FlushBytes { value, .. } => {
-                    ("flush.policy.bytes", size_text(value))
+                    Some(("flush.policy.bytes", size_text(value)))
                 }
                 StreamConfigError::FlushIntervalMs { .. } => match flush.policy {
                     FlushPolicySetting::Interval(interval) => {
-                        ("flush.policy.interval", duration_text(interval))
+                        Some(("flush.policy.interval", duration_text(interval)))
                     }
-                    _ => ("flush.policy", String::new()),
+                    _ => None,
                 },
-                _ => ("stream", String::new()),
+                _ => None,
             };
-            invalid(key, value, error.to_string())
+            // The keys above are whole paths: the core's stream knobs live in two
+            // tables of the file.
+            match known {
+                Some((key, value)) => invalid(key, value, error.to_string()),
+                None => refused("stream", None, &error),
+            }
         })?;
         Ok(config)
     }
@@ -1018,17 +1039,17 @@ impl AofManagerConfig {
             rotation_period_ms: millis("manifest.rotation_period", section.rotation_period)?,
         };
         config.validate().map_err(|error| {
-            let (key, value) = match error {
-                ManifestConfigError::ChunkCapacityOutOfRange { .. } => (
-                    "manifest.chunk_capacity_bytes",
+            let known = match error {
+                ManifestConfigError::ChunkCapacityOutOfRange { .. } => Some((
+                    "chunk_capacity_bytes",
                     size_text(section.chunk_capacity_bytes),
-                ),
-                _ => (
-                    "manifest.rotation_period",
-                    duration_text(section.rotation_period),
-                ),
+                )),
+                ManifestConfigError::RotationPeriodOutOfRange { .. } => {
+                    Some(("rotation_period", duration_text(section.rotation_period)))
+                }
+                _ => None,
             };
-            invalid(key, value, error.to_string())
+            refused("manifest", known, &error)
         })?;
         Ok(config)
     }
