@@ -8,7 +8,8 @@
 //! unit (`cluster_max_bytes = "1GiB"`), and every table rejects unknown keys so a typo
 //! is an error naming the key. Values are range-checked by the core's own `validate()`s
 //! ([`AofManagerConfig::to_store_config`]); a failure names the file, the full key path
-//! (`store.tier0.cluster_max_bytes`) and the value as the file spells it.
+//! (`store.tier0.cluster_max_bytes`) and the value as the file spells it, with the line
+//! and column of the value whenever the file holds it (syntax errors always have one).
 //!
 //! [`AofManagerConfig::load`] applies, lowest precedence first: the defaults, the file
 //! (the explicit path, else `AOF2_CONFIG`, else none), then the environment
@@ -526,10 +527,13 @@ pub enum ConfigError {
         message: String,
     },
     /// A value out of range, or keys that do not go together.
-    #[error("{}: {key} = {value}: {reason}", file.display())]
+    #[error("{}{}: {key} = {value}: {reason}", file.display(), Position(*position))]
     Invalid {
         /// The config file, or `<defaults>` / `<string>` when there was none.
         file: PathBuf,
+        /// `(line, column)` of the value in the file; `None` when the value is a
+        /// default, is absent, or came from the environment.
+        position: Option<(usize, usize)>,
         key: String,
         /// The value as the file spells it (durations and sizes with units).
         value: String,
@@ -563,20 +567,62 @@ const NO_FILE_DEFAULTS: &str = "<defaults>";
 const NO_FILE_STRING: &str = "<string>";
 
 impl ConfigError {
-    /// Names `file` in an [`ConfigError::Invalid`] that named no file.
-    fn in_file(self, file: &Path) -> Self {
+    /// Names `file` in an [`ConfigError::Invalid`], with the position of its key in
+    /// `text` (the file's contents, if any) unless the environment set that key, in
+    /// which case the reason says which variable did.
+    fn in_file(self, file: &Path, text: Option<&str>, from_env: &[EnvOverride]) -> Self {
         match self {
             ConfigError::Invalid {
-                key, value, reason, ..
-            } => ConfigError::Invalid {
-                file: file.to_path_buf(),
                 key,
                 value,
-                reason,
-            },
+                mut reason,
+                ..
+            } => {
+                let set_by = from_env.iter().find(|done| done.key == key);
+                if let Some(done) = set_by {
+                    reason.push_str(&format!(" (the value comes from {})", done.variable));
+                }
+                let position = match (text, set_by) {
+                    (Some(text), None) => locate(text, &key),
+                    _ => None,
+                };
+                ConfigError::Invalid {
+                    file: file.to_path_buf(),
+                    position,
+                    key,
+                    value,
+                    reason,
+                }
+            }
             other => other,
         }
     }
+}
+
+/// A key the environment set.
+#[derive(Debug, Clone, Copy)]
+struct EnvOverride {
+    key: &'static str,
+    variable: &'static str,
+}
+
+/// The `(line, column)` of the value at the dotted `key` path in the TOML `text`, if
+/// the text sets it.
+fn locate(text: &str, key: &str) -> Option<(usize, usize)> {
+    let document = toml::de::DeTable::parse(text).ok()?;
+    let mut table = document.get_ref();
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let value = table.get(part)?;
+        if parts.peek().is_none() {
+            return Some(line_column(text, value.span().start));
+        }
+        match value.get_ref() {
+            toml::de::DeValue::Table(inner) => table = inner,
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn invalid(
@@ -586,6 +632,7 @@ fn invalid(
 ) -> ConfigError {
     ConfigError::Invalid {
         file: PathBuf::from(NO_FILE_DEFAULTS),
+        position: None,
         key: key.into(),
         value: value.into(),
         reason: reason.into(),
@@ -640,19 +687,21 @@ impl AofManagerConfig {
                 None => None,
             },
         };
-        let mut config = match &file {
+        let (mut config, text) = match &file {
             Some(file) => {
                 let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
                     path: file.clone(),
                     source,
                 })?;
-                Self::parse(&text, file)?
+                (Self::parse(&text, file)?, Some(text))
             }
-            None => AofManagerConfig::default(),
+            None => (AofManagerConfig::default(), None),
         };
-        config.apply_env(env)?;
+        let from_env = config.apply_env(env)?;
         let named = file.unwrap_or_else(|| PathBuf::from(NO_FILE_DEFAULTS));
-        config.validate().map_err(|error| error.in_file(&named))?;
+        config
+            .validate()
+            .map_err(|error| error.in_file(&named, text.as_deref(), &from_env))?;
         Ok(config)
     }
 
@@ -660,7 +709,9 @@ impl AofManagerConfig {
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let file = Path::new(NO_FILE_STRING);
         let config = Self::parse(text, file)?;
-        config.validate().map_err(|error| error.in_file(file))?;
+        config
+            .validate()
+            .map_err(|error| error.in_file(file, Some(text), &[]))?;
         Ok(config)
     }
 
@@ -687,8 +738,13 @@ impl AofManagerConfig {
         })
     }
 
-    /// Applies the environment overrides (see the module docs).
-    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    /// Applies the environment overrides (see the module docs) and says which keys
+    /// they set.
+    fn apply_env(
+        &mut self,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<EnvOverride>, ConfigError> {
+        let mut done = Vec::new();
         let tier2 = &mut self.store.tier2;
         if let Some(endpoint) = env(ENV_TIER2_ENDPOINT) {
             if endpoint.is_empty() {
@@ -700,6 +756,10 @@ impl AofManagerConfig {
             }
             tier2.endpoint = Some(endpoint);
             tier2.set_backend_s3(ENV_TIER2_ENDPOINT);
+            done.push(EnvOverride {
+                key: "store.tier2.endpoint",
+                variable: ENV_TIER2_ENDPOINT,
+            });
         }
         for name in [ENV_TIER2_ACCESS_KEY, ENV_TIER2_SECRET_KEY] {
             if let Some(value) = env(name) {
@@ -710,13 +770,17 @@ impl AofManagerConfig {
                         reason: "is empty: unset it, or give the credential".into(),
                     });
                 }
-                let slot = if name == ENV_TIER2_ACCESS_KEY {
-                    &mut tier2.access_key
+                let (key, slot) = if name == ENV_TIER2_ACCESS_KEY {
+                    ("store.tier2.access_key", &mut tier2.access_key)
                 } else {
-                    &mut tier2.secret_key
+                    ("store.tier2.secret_key", &mut tier2.secret_key)
                 };
                 *slot = Some(Secret(value));
                 tier2.set_backend_s3(name);
+                done.push(EnvOverride {
+                    key,
+                    variable: name,
+                });
             }
         }
         if let Some(value) = env(ENV_MANIFEST_LOG_ONLY) {
@@ -731,8 +795,18 @@ impl AofManagerConfig {
                     });
                 }
             };
+            done.push(EnvOverride {
+                key: "manifest.log_only",
+                variable: ENV_MANIFEST_LOG_ONLY,
+            });
         }
-        Ok(())
+        if let Some(variable) = self.store.tier2.backend_set_by {
+            done.push(EnvOverride {
+                key: "store.tier2.backend",
+                variable,
+            });
+        }
+        Ok(done)
     }
 
     /// Checks everything: [`AofManagerConfig::to_store_config`] and

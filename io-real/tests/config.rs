@@ -403,14 +403,17 @@ fn bad_values_name_the_key_and_the_value() {
     ];
     for (text, key, value) in cases {
         let message = error_of(text);
-        let expected = format!("<string>: {key} = {value}: ");
+        // Each value sits on line 2, written as the error quotes it.
+        let line = text.lines().nth(1).unwrap();
+        let column = line.rfind(value).unwrap() + 1;
+        let expected = format!("<string>:2:{column}: {key} = {value}: ");
         assert!(message.starts_with(&expected), "{text:?}: {message}");
     }
     // The core's reason, with its range, follows.
     assert_eq!(
         error_of("[store.tier0]\ncluster_max_bytes = 512"),
-        "<string>: store.tier0.cluster_max_bytes = 512: tier0.cluster_max_bytes = 512: must be \
-         at least 1048576 bytes (is the unit bytes?)"
+        "<string>:2:21: store.tier0.cluster_max_bytes = 512: tier0.cluster_max_bytes = 512: \
+         must be at least 1048576 bytes (is the unit bytes?)"
     );
 }
 
@@ -512,7 +515,7 @@ fn errors_name_the_file_they_came_from() {
         .to_string();
     assert!(
         message.starts_with(&format!(
-            "{}: store.tier1.max_retries = 99: ",
+            "{}:2:15: store.tier1.max_retries = 99: ",
             file.path.display()
         )),
         "{message}"
@@ -682,12 +685,34 @@ fn bad_environment_values_name_the_variable_and_value() {
     )
     .unwrap_err()
     .to_string();
-    assert!(
-        error.ends_with(
-            "store.tier2.endpoint = \"s3.example.com\": must start with https:// (or http:// \
-             with allow_http = true)"
-        ),
-        "{error}"
+    // The file's own endpoint is overridden: the error points at the environment, not
+    // at the file's line.
+    let file_with_endpoint = TempFile::new(
+        "env-endpoint-over-file",
+        "[store.tier2]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"https://file.example\"\n",
+    );
+    let overridden = AofManagerConfig::load(
+        Some(&file_with_endpoint.path),
+        &env(&[("AOF2_TIER2_ENDPOINT", "ftp://env.example")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(
+        overridden,
+        format!(
+            "{}: store.tier2.endpoint = \"ftp://env.example\": must start with https:// (or \
+             http:// with allow_http = true) (the value comes from AOF2_TIER2_ENDPOINT)",
+            file_with_endpoint.path.display()
+        )
+    );
+    // No position: the file does not hold the value.
+    assert_eq!(
+        error,
+        format!(
+            "{}: store.tier2.endpoint = \"s3.example.com\": must start with https:// (or \
+             http:// with allow_http = true) (the value comes from AOF2_TIER2_ENDPOINT)",
+            file.path.display()
+        )
     );
 }
 
@@ -696,12 +721,12 @@ fn tier2_backend_keys_are_checked() {
     let cases = [
         (
             "[store.tier2]\nendpoint = \"https://x\"",
-            "<string>: store.tier2.endpoint = \"https://x\": applies only to backend = \"s3\", \
+            "<string>:2:12: store.tier2.endpoint = \"https://x\": applies only to backend = \"s3\", \
              and the backend is \"local\"",
         ),
         (
             "[store.tier2]\nbackend = \"memory\"\npath = \"p\"",
-            "<string>: store.tier2.path = \"p\": applies only to backend = \"local\", and the \
+            "<string>:3:8: store.tier2.path = \"p\": applies only to backend = \"local\", and the \
              backend is \"memory\"",
         ),
         (
@@ -710,16 +735,16 @@ fn tier2_backend_keys_are_checked() {
         ),
         (
             "[store.tier2]\nbackend = \"s3\"\nbucket = \"\"",
-            "<string>: store.tier2.bucket = \"\": must not be empty",
+            "<string>:3:10: store.tier2.bucket = \"\": must not be empty",
         ),
         (
             "[store.tier2]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"http://minio:9000\"",
-            "<string>: store.tier2.endpoint = \"http://minio:9000\": is plain http: set \
+            "<string>:4:12: store.tier2.endpoint = \"http://minio:9000\": is plain http: set \
              store.tier2.allow_http = true",
         ),
         (
             "[store.tier2]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"https://\"",
-            "<string>: store.tier2.endpoint = \"https://\": has no host",
+            "<string>:4:12: store.tier2.endpoint = \"https://\": has no host",
         ),
         (
             "[store.tier2]\nbackend = \"s3\"\nbucket = \"b\"\naccess_key = \"a\"",
@@ -820,7 +845,7 @@ fn secrets_never_appear_in_debug_or_errors() {
     assert!(
         errors[2]
             .to_string()
-            .starts_with("<string>: store.tier2.access_key = \"<redacted>\": applies only to"),
+            .starts_with("<string>:2:14: store.tier2.access_key = \"<redacted>\": applies only to"),
         "{}",
         errors[2]
     );
