@@ -414,3 +414,7 @@ pub const STORE_RECORD_INDEXES_MAX: usize = 256;
 /// Reads parked at once (waiting for a hydration, a record index or, as tail
 /// followers, for durability); past it a read gets `WouldBlock` instead of waiting.
 pub const STORE_PARKED_READS_MAX: usize = 65_536;
+
+/// Appends parked at once waiting out `WouldBlock(Rollover | Flush)`; past it a
+/// waiting append is answered `WouldBlock(Flush)`.
+pub const STORE_PARKED_APPENDS_MAX: usize = 65_536;

@@ -27,6 +27,7 @@ async fn append(sender: &CommandSender<Store>, stream: &str, payload: Bytes) -> 
                 stream: name(stream),
                 payload: payload.clone(),
                 ext_id: None,
+                wait: false,
             })
             .await
             .unwrap()

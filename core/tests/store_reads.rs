@@ -8,6 +8,9 @@
 //! - A hydrated segment file equals the uploaded artifact, decompressed.
 //! - A tail follower parked at the durable end is woken by new durable data.
 //! - Reads past the next offset are `NotAppended` errors, not `WouldBlock`.
+//! - Appends with `wait` are never answered `WouldBlock`; concurrent waiting writers
+//!   get dense, distinct offsets in their own order.
+//! - `Seal` is answered with the sealed segment once committed, `None` when empty.
 
 use aof2_core::backpressure::BackpressureKind;
 use aof2_core::driver::{CommandSender, DriverLimits, Machine, command_channel, run};
@@ -54,6 +57,7 @@ async fn append(sender: &CommandSender<Store>, stream: &str, offset: u64) {
                 stream: name(stream),
                 payload: payload(offset),
                 ext_id: Some(offset + 1),
+                wait: false,
             })
             .await
             .unwrap();
@@ -247,4 +251,84 @@ fn tail_follower_is_woken_by_new_durable_records() {
     let (store, ()) = block_on(join(driver, calls));
     store.check_invariants();
     assert!(store.read_metrics().hot_reads >= 20);
+}
+
+#[test]
+fn waiting_appends_ride_out_rollovers_and_seal_answers_once_committed() {
+    let memory = MemoryPorts::new(10_000, 4);
+    memory.clock.freeze();
+    let mut config = StoreConfig::default();
+    // About three records per segment: a rollover every few appends.
+    config.stream.segment_target_bytes = 12 * 1024;
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let calls = async move {
+        open(&sender, "seal").await;
+        // Three writers at once, each waiting: no WouldBlock reaches them, offsets are
+        // dense and every record reads back.
+        let writer = |first: u64| {
+            let sender = sender.clone();
+            async move {
+                let mut offsets = Vec::new();
+                for i in 0..30u64 {
+                    let reply = sender
+                        .call(StoreCommand::Append {
+                            stream: name("seal"),
+                            payload: Bytes::from(vec![(first + i) as u8; 4000]),
+                            ext_id: None,
+                            wait: true,
+                        })
+                        .await
+                        .unwrap();
+                    match reply {
+                        StoreReply::Appended(offset) => offsets.push(offset),
+                        other => panic!("a waiting append got {other:?}"),
+                    }
+                }
+                offsets
+            }
+        };
+        let (a, (b, c)) = join(writer(0), join(writer(100), writer(200))).await;
+        let mut all: Vec<u64> = a.iter().chain(&b).chain(&c).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..90).collect::<Vec<_>>(), "dense, no duplicates");
+        for offsets in [&a, &b, &c] {
+            assert!(
+                offsets.windows(2).all(|pair| pair[0] < pair[1]),
+                "{offsets:?}"
+            );
+        }
+        // Seal the active segment: answered with its id once committed.
+        append(&sender, "seal", 90).await;
+        let sealed = sender
+            .call(StoreCommand::Seal {
+                stream: name("seal"),
+            })
+            .await
+            .unwrap();
+        let StoreReply::Sealed {
+            segment_id: Some(segment_id),
+        } = sealed
+        else {
+            panic!("seal of a non-empty segment: {sealed:?}");
+        };
+        assert!(segment_id.0 >= 20, "30 rollovers before: {segment_id:?}");
+        // The segment after it is empty: nothing to seal.
+        let empty = sender
+            .call(StoreCommand::Seal {
+                stream: name("seal"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(empty, StoreReply::Sealed { segment_id: None });
+        // The sealed record reads back from its sealed segment file.
+        assert_record(&read(&sender, "seal", 90, WAIT).await, 90);
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+    };
+    let (store, ()) = block_on(join(driver, calls));
+    store.check_invariants();
 }

@@ -95,6 +95,7 @@ use thiserror::Error;
 mod read;
 #[cfg(test)]
 mod tests;
+mod write;
 
 pub use read::{ReadMetricsSnapshot, ReadMode};
 
@@ -134,11 +135,16 @@ pub enum StoreCommand {
     /// Opens (creates) a stream; the name is validated.
     OpenStream { name: String },
     /// Appends one record; replied `Appended(offset)` once accepted (not yet durable).
+    /// With `wait`, `WouldBlock(Rollover | Flush)` is waited out instead of replied.
     Append {
         stream: StreamName,
         payload: Bytes,
         ext_id: Option<u64>,
+        wait: bool,
     },
+    /// Seals the active segment now; replied `Sealed` once its `SealSegment` record is
+    /// committed (`segment_id: None` if it held no record).
+    Seal { stream: StreamName },
     /// Fsyncs everything appended so far; replied `Durable` once it is.
     Flush { stream: StreamName },
     /// Replied `Durable` once the record at `offset` is durable.
@@ -171,6 +177,9 @@ pub enum StoreReply {
         next_offset: u64,
     },
     Closed,
+    Sealed {
+        segment_id: Option<SegmentId>,
+    },
     /// Normal backpressure: retry later.
     WouldBlock(BackpressureKind),
     Error(StoreError),
@@ -338,6 +347,7 @@ pub struct Store {
     close_tokens: Vec<CommandToken>,
     closing: bool,
     reads: read::Reads,
+    writes: write::Writes,
 }
 
 impl Store {
@@ -358,6 +368,7 @@ impl Store {
             close_tokens: Vec::new(),
             closing: false,
             reads: read::Reads::default(),
+            writes: write::Writes::default(),
         };
         store.check_invariants();
         Ok(store)
@@ -448,32 +459,6 @@ impl Store {
                 Err(StoreError::Opening(stream.as_str().to_owned()))
             }
         }
-    }
-
-    fn append(
-        &mut self,
-        token: CommandToken,
-        stream: &StreamName,
-        payload: Bytes,
-        ext: Option<u64>,
-    ) {
-        let now_ms = self.now_ms;
-        let reply = match self.ready(stream) {
-            Err(error) => StoreReply::Error(error),
-            Ok(entry) => {
-                let Phase::Ready { stream, .. } = &mut entry.phase else {
-                    unreachable!("ready() checked the phase");
-                };
-                match stream.append(now_ms, payload, ext) {
-                    Ok(offset) => StoreReply::Appended(offset),
-                    Err(error) => match error.would_block() {
-                        Some(kind) => StoreReply::WouldBlock(kind),
-                        None => StoreReply::Error(StoreError::Append(error)),
-                    },
-                }
-            }
-        };
-        self.reply(token, reply);
     }
 
     fn flush(&mut self, token: CommandToken, stream: &StreamName) {
@@ -698,6 +683,7 @@ impl Store {
             self.reply(token, StoreReply::Error(error.clone()));
         }
         self.fail_parked_reads(Some(stream), &error);
+        self.fail_parked_writes(Some(stream), &error);
     }
 
     /// Drains every component until nothing moves.
@@ -775,6 +761,8 @@ impl Store {
         }
         for event in stream_events {
             self.handle_stream_event(now_ms, name, event);
+            self.retry_parked_appends(name);
+            self.retry_parked_seals(name);
             moved = true;
         }
         for event in manifest_events {
@@ -968,6 +956,7 @@ impl Store {
     fn run_after_commit(&mut self, now_ms: u64, name: &StreamName, work: AfterCommit) {
         match work {
             AfterCommit::Sealed { segment_id, bytes } => {
+                self.seal_committed(name, segment_id);
                 let key = SegmentKey::new(name.clone(), segment_id);
                 self.tier0.handle_sealed(now_ms, &key, bytes);
                 if let Err(error) = self.tier1.enqueue_compression(now_ms, key, bytes) {
@@ -1202,6 +1191,7 @@ impl Store {
     fn start_close(&mut self, now_ms: u64) {
         self.closing = true;
         self.fail_parked_reads(None, &StoreError::Closed);
+        self.fail_parked_writes(None, &StoreError::Closed);
         for entry in self.streams.values_mut() {
             if let Phase::Ready { stream, .. } = &mut entry.phase {
                 // A refused flush (poisoned) leaves nothing to wait for.
@@ -1232,13 +1222,9 @@ impl Machine for Store {
                 stream,
                 payload,
                 ext_id,
-            } => {
-                if self.closing {
-                    self.reply(token, StoreReply::Error(StoreError::Closed));
-                } else {
-                    self.append(token, &stream, payload, ext_id);
-                }
-            }
+                wait,
+            } => self.append(token, &stream, payload, ext_id, wait),
+            StoreCommand::Seal { stream } => self.seal(token, &stream),
             StoreCommand::Flush { stream } => self.flush(token, &stream),
             StoreCommand::WaitDurable { stream, offset } => {
                 self.wait_durable(token, &stream, offset);
@@ -1420,5 +1406,6 @@ impl Machine for Store {
         self.tier1.check_invariants();
         self.tier2.check_invariants();
         self.check_read_invariants();
+        self.writes.check_invariants();
     }
 }

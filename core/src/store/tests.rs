@@ -30,6 +30,7 @@ pub(super) async fn append_retrying(
                 stream: name(stream),
                 payload: Bytes::from(payload.clone()),
                 ext_id: None,
+                wait: false,
             })
             .await
             .unwrap();
@@ -130,6 +131,7 @@ fn bad_commands_get_typed_errors() {
                 stream: name("nope"),
                 payload: Bytes::from_static(b"x"),
                 ext_id: None,
+                wait: false,
             })
             .await
             .unwrap();
