@@ -139,9 +139,7 @@ impl Store {
             self.writes.parked_count -= 1;
             match self.try_append(stream, &parked.payload, parked.ext_id) {
                 Attempt::Replied(reply) => self.reply(parked.token, reply),
-                Attempt::Blocked(kind)
-                    if matches!(kind, BackpressureKind::Rollover | BackpressureKind::Flush) =>
-                {
+                Attempt::Blocked(BackpressureKind::Rollover | BackpressureKind::Flush) => {
                     self.writes.parked_count += 1;
                     let queue = self.writes.parked.get_mut(stream).expect("popped from it");
                     queue.push_front(parked);
