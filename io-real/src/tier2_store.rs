@@ -330,17 +330,25 @@ impl Tier2Store {
         kind
     }
 
+    /// The `object_store` path of `key`, which must be exactly `key` (`Path::parse`
+    /// would quietly drop a leading or trailing `/`; a key is never rewritten).
     fn path(&self, operation: &'static str, key: &str) -> Result<StorePath, ObjectErrorKind> {
-        StorePath::parse(key).map_err(|error| {
+        let invalid = |reason: String| {
             tracing::error!(
                 target: LOG_TARGET_TIER2_STORE,
+                store = %self.description,
                 operation,
                 key,
-                error = %error,
+                reason,
                 "object_key_invalid"
             );
             ObjectErrorKind::Permanent
-        })
+        };
+        let path = StorePath::parse(key).map_err(|error| invalid(error.to_string()))?;
+        if path.as_ref() != key {
+            return Err(invalid(format!("the store would name it {path:?}")));
+        }
+        Ok(path)
     }
 
     async fn put_native(
