@@ -12,6 +12,9 @@
 //!   server is retried after the server restarts on the same directory and port, ends
 //!   in `UploadSucceeded` after more than one attempt, and the object holds exactly the
 //!   uploaded bytes.
+//! - An upload whose put is in flight when the server is killed (the outcome of that
+//!   attempt is unknown: it may or may not have applied) still ends in
+//!   `UploadSucceeded` after the restart, with exactly the uploaded bytes.
 //! - A refused connection is `Transient`; a wrong secret key is `Permanent`, and the
 //!   secret appears in no log line, `Debug` output or error message.
 
@@ -194,6 +197,82 @@ async fn s3_upload_retries_through_a_server_restart() {
     );
     assert_eq!(machine.metrics().upload_queue_depth, 0);
     assert!(machine.metrics().upload_retry_attempts >= 1);
+}
+
+/// Pumps `machine` (timers included) until an operation ends; bounded.
+async fn pump_until_terminal(
+    machine: &mut Tier2Transfers,
+    store: &Tier2Store,
+    clock: &TokioClock,
+    events: &mut Vec<Tier2Event>,
+) -> Option<Tier2Event> {
+    for _ in 0..32 {
+        common::drain_requests(machine, store, || clock.now_ms(), events).await;
+        if let Some(terminal) = events.iter().find(|event| event.is_terminal()) {
+            return Some(terminal.clone());
+        }
+        let deadline = machine.poll_timeout()?;
+        clock.sleep_until(deadline).await;
+        machine.handle_timeout(clock.now_ms());
+        machine.check_invariants();
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_upload_survives_a_server_killed_mid_request() {
+    if !common::s3_tests_enabled("s3_upload_survives_a_server_killed_mid_request") {
+        return;
+    }
+    let mut server = SeaweedServer::start().await;
+    let store = Arc::new(server.store());
+    let clock = TokioClock::new();
+    let config = Tier2Config {
+        retry: RetryPolicy::new(8, 200, 2_000, Jitter::Equal).unwrap(),
+        ..Tier2Config::default()
+    };
+    let mut machine = Tier2Transfers::new(config, 0x0bad);
+    let stream = StreamName::new("orders").unwrap();
+    let key = segment_object_key(&stream, SegmentId(9));
+    let artifact = common::pseudo_random_bytes(32 * 1024 * 1024, 5);
+    machine
+        .enqueue_upload(clock.now_ms(), stream, SegmentId(9), artifact.clone())
+        .unwrap();
+    let (id, request) = machine.poll_request().expect("the first attempt's put");
+    let aof2_core::io::IoRequest::Object(request) = request else {
+        panic!("an object request: {request:?}")
+    };
+    let in_flight = {
+        let store = store.clone();
+        tokio::spawn(
+            async move { aof2_core::driver::execute_object(store.as_ref(), request).await },
+        )
+    };
+    // Let the request get going, then kill the server under it.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    server.kill();
+    let completion = in_flight.await.unwrap();
+    eprintln!("first attempt, server killed mid-request: {completion:?}");
+    machine.handle_completion(
+        clock.now_ms(),
+        id,
+        aof2_core::io::IoCompletion::Object(completion),
+    );
+    machine.check_invariants();
+    server.restart().await;
+    let mut events = Vec::new();
+    let terminal = pump_until_terminal(&mut machine, &store, &clock, &mut events).await;
+    let names: Vec<&str> = events.iter().map(Tier2Event::name).collect();
+    eprintln!("events after the restart: {names:?}");
+    assert!(
+        matches!(terminal, Some(Tier2Event::UploadSucceeded { .. })),
+        "{terminal:?}; events {events:?}"
+    );
+    assert_eq!(
+        store.get(&key).await,
+        Ok(artifact),
+        "the object holds exactly the bytes"
+    );
 }
 
 /// A `tracing` writer into a shared buffer.
