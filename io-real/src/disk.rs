@@ -28,6 +28,9 @@ use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+/// Log target of disk failures.
+pub const LOG_TARGET_DISK: &str = "aof2::disk";
+
 /// The local filesystem under one root directory.
 #[derive(Debug, Clone)]
 pub struct LocalDisk {
@@ -60,8 +63,16 @@ impl LocalDisk {
         match self.try_execute(request) {
             Ok(completion) => completion,
             Err(error) => {
-                tracing::warn!(target: "aof2::disk", kind = request_kind(request), path = %request_path(request), %error, "disk_request_failed");
-                DiskCompletion::Failed(error_kind(&error))
+                let kind = error_kind(&error);
+                let request_kind = request_kind(request);
+                let path = request_path(request);
+                if kind == DiskErrorKind::NotFound {
+                    // Often expected (recovery probes files that may be gone).
+                    tracing::debug!(target: LOG_TARGET_DISK, kind = request_kind, %path, %error, "disk_request_failed");
+                } else {
+                    tracing::warn!(target: LOG_TARGET_DISK, kind = request_kind, %path, %error, "disk_request_failed");
+                }
+                DiskCompletion::Failed(kind)
             }
         }
     }
@@ -171,7 +182,7 @@ impl LocalDisk {
             Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
             Err(error) => {
                 // The runtime is shutting down and dropped the task before it ran.
-                tracing::warn!(target: "aof2::disk", %error, "disk_request_cancelled");
+                tracing::warn!(target: LOG_TARGET_DISK, %error, "disk_request_cancelled");
                 DiskCompletion::Failed(DiskErrorKind::Io)
             }
         }

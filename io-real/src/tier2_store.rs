@@ -318,15 +318,30 @@ impl Tier2Store {
     ) -> ObjectErrorKind {
         let kind = classify(error);
         let detail = self.redactor.redact(error_chain(error));
-        tracing::warn!(
-            target: LOG_TARGET_TIER2_STORE,
-            store = %self.description,
-            operation,
-            key,
-            kind = ?kind,
-            error = %detail,
-            "object_request_failed"
-        );
+        match kind {
+            // Answers the caller expects and handles (a cold key, a taken key, a fenced
+            // writer): not worth a warning.
+            ObjectErrorKind::NotFound
+            | ObjectErrorKind::AlreadyExists
+            | ObjectErrorKind::PreconditionFailed => tracing::debug!(
+                target: LOG_TARGET_TIER2_STORE,
+                store = %self.description,
+                operation,
+                key,
+                kind = ?kind,
+                error = %detail,
+                "object_request_failed"
+            ),
+            _ => tracing::warn!(
+                target: LOG_TARGET_TIER2_STORE,
+                store = %self.description,
+                operation,
+                key,
+                kind = ?kind,
+                error = %detail,
+                "object_request_failed"
+            ),
+        }
         kind
     }
 
