@@ -5,6 +5,9 @@
 //! - The contract suite of `common::object_store_contract` holds on `LocalDir` and
 //!   `Memory`.
 //! - Objects in a local directory survive reopening the store (they are files).
+//! - HTTP failures, as `object_store` really reports them (from a local server that
+//!   answers each status), classify as the retry logic needs: 503/429 `Throttled`,
+//!   500/502/504/408 `Transient`, 400/401/403 `Permanent`, 404 `NotFound`.
 //! - No secret key appears in the `Debug` of the settings, the backend or the store, nor
 //!   in the message of a configuration error.
 
@@ -126,4 +129,77 @@ async fn invalid_keys_are_permanent_failures_not_rewritten_keys() {
         Vec::new(),
         "nothing was written"
     );
+}
+
+/// A one-thread HTTP server answering `GET /<bucket>/status/<code>` with that status
+/// (and an S3 error body), so the error classification is checked against the
+/// messages `object_store` really produces.
+fn status_server() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line == "\r\n" => break,
+                    Ok(_) => {}
+                }
+            }
+            let status: u16 = request_line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|path| path.rsplit('/').next())
+                .and_then(|code| code.parse().ok())
+                .unwrap_or(500);
+            let code = match status {
+                503 => "SlowDown",
+                500 => "InternalError",
+                _ => "SomethingElse",
+            };
+            let body = format!(
+                "<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>"
+            );
+            let response = format!(
+                "HTTP/1.1 {status} Status\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn http_statuses_classify_as_object_store_reports_them() {
+    use aof2_core::io::ObjectErrorKind;
+    let address = status_server();
+    let store = Tier2Store::new(Tier2Backend::S3(S3Settings {
+        endpoint: Some(format!("http://{address}")),
+        ..settings("http://127.0.0.1", true)
+    }))
+    .unwrap();
+    for (status, kind) in [
+        (503, ObjectErrorKind::Throttled),
+        (429, ObjectErrorKind::Throttled),
+        (500, ObjectErrorKind::Transient),
+        (502, ObjectErrorKind::Transient),
+        (504, ObjectErrorKind::Transient),
+        (408, ObjectErrorKind::Transient),
+        (400, ObjectErrorKind::Permanent),
+        (403, ObjectErrorKind::Permanent),
+        (401, ObjectErrorKind::Permanent),
+        (404, ObjectErrorKind::NotFound),
+    ] {
+        let result = store.get(&format!("status/{status}")).await;
+        assert_eq!(result, Err(kind), "HTTP {status}");
+    }
 }
