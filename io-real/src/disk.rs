@@ -54,7 +54,14 @@ impl LocalDisk {
     /// The absolute path of `path`.
     #[must_use]
     pub fn resolve(&self, path: &LocalPath) -> PathBuf {
-        self.root.join(path.as_str())
+        // A LocalPath is relative and has no `..`, so the join stays under the root.
+        assert!(
+            !path.as_str().starts_with('/'),
+            "a LocalPath is relative: {path}"
+        );
+        let full = self.root.join(path.as_str());
+        debug_assert!(full.starts_with(&self.root), "{path} stays under the root");
+        full
     }
 
     /// Carries out one request. Failures become [`DiskCompletion::Failed`]; the error
@@ -338,6 +345,27 @@ mod tests {
         let root = std::env::temp_dir().join(format!("aof2-disk-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         root
+    }
+
+    #[test]
+    fn io_errors_map_to_kinds() {
+        for (errno, kind) in [
+            (2, DiskErrorKind::NotFound),
+            (ERRNO_NO_SPACE, DiskErrorKind::NoSpace),
+            (ERRNO_QUOTA_EXCEEDED, DiskErrorKind::NoSpace),
+            (5, DiskErrorKind::Io),  // EIO
+            (13, DiskErrorKind::Io), // EACCES
+        ] {
+            assert_eq!(
+                error_kind(&io::Error::from_raw_os_error(errno)),
+                kind,
+                "errno {errno}"
+            );
+        }
+        assert_eq!(
+            error_kind(&io::Error::from(ErrorKind::StorageFull)),
+            DiskErrorKind::NoSpace
+        );
     }
 
     #[test]
