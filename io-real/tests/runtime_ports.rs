@@ -9,6 +9,8 @@
 //! - Through `driver::run` on the ports from `ports(root, embedded_tier2(root), ..)`,
 //!   the core's `Tier2Transfers` uploads an artifact into `<root>/tier2` and fetches a
 //!   range of it back byte for byte; `check_invariants` holds after every input.
+//! - `ports(...)` refuses a root that is not a directory and an invalid Tier 2 backend
+//!   with errors that name the problem.
 
 use aof2_core::SegmentId;
 use aof2_core::driver::{
@@ -304,5 +306,41 @@ async fn the_production_ports_drive_a_tier2_upload_and_fetch() {
             .filter(|event| event.is_terminal())
             .count(),
         2
+    );
+}
+
+#[tokio::test]
+async fn ports_refuse_a_bad_root_or_tier2_with_a_named_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let error = ports(&file, aof2_io_real::Tier2Backend::Memory, handle.clone()).unwrap_err();
+    assert!(
+        matches!(error, aof2_io_real::PortsError::Root { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("not-a-dir"), "{error}");
+
+    let remote_http = aof2_io_real::S3Settings {
+        endpoint: Some("http://s3.example.com".to_owned()),
+        region: "us-east-1".to_owned(),
+        bucket: "b".to_owned(),
+        access_key: None,
+        secret_key: None,
+        allow_http: true,
+    };
+    let error = ports(
+        &dir.path().join("root"),
+        aof2_io_real::Tier2Backend::S3(remote_http),
+        handle,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            aof2_io_real::PortsError::Tier2(aof2_io_real::Tier2StoreError::HttpNotLoopback { .. })
+        ),
+        "{error}"
     );
 }
