@@ -71,12 +71,15 @@ impl ClockPort for TokioClock {
     }
 
     async fn sleep_until(&self, deadline_ms: u64) {
-        let after_origin_ms = deadline_ms.saturating_sub(self.origin_ms);
-        tokio::time::sleep_until(self.origin + Duration::from_millis(after_origin_ms)).await;
-        assert!(
-            self.now_ms() >= deadline_ms,
-            "sleep_until returns at or after its deadline"
-        );
+        // Each sleep lasts at least what is left, so this ends; it loops only if a
+        // timer ever fired a rounding step early, and never returns before the deadline.
+        loop {
+            let now_ms = self.now_ms();
+            if now_ms >= deadline_ms {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(deadline_ms - now_ms)).await;
+        }
     }
 }
 
