@@ -1,10 +1,16 @@
 //! # aof2-io-real
 //!
-//! The production driver of AOF2: it will implement the core's disk, object-store,
-//! clock and CPU ports over the local filesystem, `object_store` and tokio, and expose
-//! the embedding API. Today it holds the local-disk executor of the core's disk requests,
-//! the configuration file ([`config::AofManagerConfig`]), and re-exports the core so
-//! embedders can depend on one crate.
+//! The production driver of AOF2: the core's ports over the local filesystem,
+//! `object_store` and tokio, assembled by [`runtime::ports`] into the
+//! [`aof2_core::driver::Ports`] that `driver::run` pumps a machine against.
+//!
+//! - [`disk`]: `DiskPort` on the local filesystem (positional writes, `fdatasync`,
+//!   directory fsync) on tokio's blocking pool;
+//! - [`tier2_store`]: `ObjectStorePort` on S3 / a local directory / memory;
+//! - [`runtime`]: clock, spawner and CPU pool on tokio, and `ports(...)`;
+//! - [`config`]: the configuration file ([`config::AofManagerConfig`]).
+//!
+//! It re-exports the core so embedders can depend on one crate.
 
 #![deny(unsafe_code)]
 
@@ -12,3 +18,8 @@ pub use aof2_core as core;
 
 pub mod config;
 pub mod disk;
+pub mod runtime;
+pub mod tier2_store;
+
+pub use runtime::{PortsError, embedded_tier2, ports};
+pub use tier2_store::{S3Settings, Tier2Backend, Tier2Store, Tier2StoreError};
