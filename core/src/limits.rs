@@ -406,3 +406,9 @@ const _: () = assert!(STREAM_IO_IN_FLIGHT_MAX >= 1);
 
 /// Streams one [`Store`](crate::store::Store) keeps open at once.
 pub const STORE_STREAMS_MAX: usize = 4096;
+/// Largest snapshot file recovery reads; a longer one is skipped as corrupt.
+pub const STORE_SNAPSHOT_FILE_BYTES_MAX: u64 = 1 << 30;
+/// Most snapshot files recovery tries (newest first) before it replays every chunk.
+pub const STORE_RECOVERY_SNAPSHOTS_TRIED_MAX: usize = 8;
+/// Most recovery events a stream keeps in detail (all of them are counted).
+pub const STORE_RECOVERY_EVENTS_KEPT_MAX: usize = 64;

@@ -68,6 +68,7 @@ use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, 
 use crate::limits::{SEGMENT_HEADER_BYTES, STORE_STREAMS_MAX};
 use crate::manifest::index::ManifestIndex;
 use crate::manifest::record::{ManifestRecord, ReasonCode, RecordFrame, Tier};
+use crate::manifest::replay::ReplayFigures;
 use crate::manifest::writer::{
     ManifestError, ManifestEvent, ManifestWriter, ManifestWriterConfig, WriterStart,
 };
@@ -84,8 +85,12 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
 
+mod recovery;
 #[cfg(test)]
 mod tests;
+
+pub use recovery::{LOG_TARGET_STORE, RecoveryEvent, RecoverySummary};
+use recovery::{Recovering, RecoveryOp};
 
 /// Everything a [`Store`] needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,6 +102,9 @@ pub struct StoreConfig {
     pub manifest: ManifestWriterConfig,
     /// Seeds the retry jitter of Tier 1 and Tier 2 (deterministic).
     pub rng_seed: u64,
+    /// Recovery ignores snapshots and replays every manifest chunk from the first
+    /// (the operator's log-only bootstrap, `AOF2_MANIFEST_LOG_ONLY`).
+    pub manifest_log_only: bool,
 }
 
 impl StoreConfig {
@@ -169,10 +177,19 @@ pub enum StoreError {
     AlreadyOpen(String),
     #[error("stream {0:?} is still opening")]
     Opening(String),
+    /// A sealed local segment fails verification and no other tier holds it.
     #[error(
-        "stream {0:?} has a manifest on disk; reopening an existing stream is not supported yet"
+        "stream {stream:?}: sealed segment file {path} is corrupt at byte {position}: {reason}"
     )]
-    RecoveryUnsupported(String),
+    CorruptSegment {
+        stream: String,
+        path: String,
+        position: u64,
+        reason: String,
+    },
+    /// What is on disk contradicts the manifest in a way recovery must not paper over.
+    #[error("stream {stream:?} cannot be recovered: {reason}")]
+    Recovery { stream: String, reason: String },
     #[error("too many streams: the limit is {limit}")]
     TooManyStreams { limit: usize },
     #[error("the store is closed")]
@@ -208,7 +225,7 @@ enum Route {
     Tier2(IoId),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum StoreOp {
     ListManifest,
     CreateSegmentsDir,
@@ -219,6 +236,8 @@ enum StoreOp {
     RemoveSegment(SegmentId),
     /// Fsyncing the segments directory after the removal.
     SyncSegmentsDir(SegmentId),
+    /// A step of reopening an existing stream (see `recovery`).
+    Recovery(RecoveryOp),
 }
 
 /// Work that waits for a manifest record to be committed.
@@ -238,6 +257,9 @@ enum Phase {
     Probing,
     /// Creating directories; counts those still outstanding.
     CreatingDirs(u8),
+    /// Reopening a stream whose manifest exists: replaying it, recovering the
+    /// segment files, reconciling both (see `recovery`).
+    Recovering(Recovering),
     /// Machines running (the open is replied once the first `SegmentOpened` is
     /// committed).
     Ready {
@@ -264,6 +286,10 @@ struct StreamEntry {
     flush_waiters: Vec<(CommandToken, u64)>,
     /// (manifest ordinal, work), run once the ordinal is committed; ordinals ascend.
     after_commit: VecDeque<(u64, AfterCommit)>,
+    /// The manifest replay of a reopened stream (`aof_manifest_replay_*`).
+    replay_figures: Option<ReplayFigures>,
+    /// What reopening the stream found and did.
+    recovery: Option<RecoverySummary>,
 }
 
 /// The coordinator. See the module doc.
@@ -319,6 +345,36 @@ impl Store {
         }
     }
 
+    /// The manifest replay figures of a reopened stream (`None` for a new one).
+    #[must_use]
+    pub fn replay_figures(&self, stream: &StreamName) -> Option<&ReplayFigures> {
+        self.streams.get(stream)?.replay_figures.as_ref()
+    }
+
+    /// What reopening `stream` found and did (`None` for a new stream).
+    #[must_use]
+    pub fn recovery_summary(&self, stream: &StreamName) -> Option<&RecoverySummary> {
+        self.streams.get(stream)?.recovery.as_ref()
+    }
+
+    /// The manifest index of a running stream.
+    #[must_use]
+    pub fn manifest_index(&self, stream: &StreamName) -> Option<&ManifestIndex> {
+        match &self.streams.get(stream)?.phase {
+            Phase::Ready { index, .. } => Some(index),
+            _ => None,
+        }
+    }
+
+    /// The next offset an append to a running stream gets.
+    #[must_use]
+    pub fn next_offset(&self, stream: &StreamName) -> Option<u64> {
+        match &self.streams.get(stream)?.phase {
+            Phase::Ready { stream, .. } => stream.next_offset(),
+            _ => None,
+        }
+    }
+
     /// Names of the streams open or opening.
     pub fn streams(&self) -> impl Iterator<Item = &StreamName> {
         self.streams.keys()
@@ -363,6 +419,8 @@ impl Store {
                 durable_waiters: Vec::new(),
                 flush_waiters: Vec::new(),
                 after_commit: VecDeque::new(),
+                replay_figures: None,
+                recovery: None,
             },
         );
         let path = manifest_dir(&stream);
@@ -380,7 +438,7 @@ impl Store {
         match &entry.phase {
             Phase::Ready { .. } => Ok(entry),
             Phase::Failed(error) => Err(error.clone()),
-            Phase::Probing | Phase::CreatingDirs(_) => {
+            Phase::Probing | Phase::CreatingDirs(_) | Phase::Recovering(_) => {
                 Err(StoreError::Opening(stream.as_str().to_owned()))
             }
         }
@@ -479,8 +537,7 @@ impl Store {
         match (op, completion) {
             (StoreOp::ListManifest, IoCompletion::Disk(DiskCompletion::Listed(names))) => {
                 if !names.is_empty() {
-                    let error = StoreError::RecoveryUnsupported(stream.as_str().to_owned());
-                    return self.fail_opening(&stream, error);
+                    return self.start_recovery(now_ms, &stream, &names);
                 }
                 entry.phase = Phase::CreatingDirs(2);
                 let segments = segments_dir(&stream);
@@ -534,6 +591,9 @@ impl Store {
                     }
                 }
             }
+            (StoreOp::Recovery(op), completion) => {
+                self.handle_recovery_completion(now_ms, &stream, op, completion);
+            }
             (StoreOp::ReadArtifact(segment_id), completion) => {
                 self.artifact_read(now_ms, stream, segment_id, completion);
             }
@@ -578,7 +638,8 @@ impl Store {
                         StoreOp::CreateManifestDir => "create manifest directory",
                         StoreOp::ReadArtifact(_)
                         | StoreOp::RemoveSegment(_)
-                        | StoreOp::SyncSegmentsDir(_) => unreachable!("matched above"),
+                        | StoreOp::SyncSegmentsDir(_)
+                        | StoreOp::Recovery(_) => unreachable!("matched above"),
                     },
                     format!("{completion:?}"),
                 );
@@ -657,6 +718,9 @@ impl Store {
             let Some(entry) = self.streams.get_mut(name) else {
                 return false;
             };
+            if matches!(entry.phase, Phase::Recovering(_)) {
+                return self.pump_recovering(now_ms, name);
+            }
             let Phase::Ready {
                 stream, manifest, ..
             } = &mut entry.phase
@@ -1070,7 +1134,7 @@ impl Store {
                         && entry.after_commit.is_empty()
                 }
                 Phase::Failed(_) => true,
-                Phase::Probing | Phase::CreatingDirs(_) => false,
+                Phase::Probing | Phase::CreatingDirs(_) | Phase::Recovering(_) => false,
             })
     }
 
@@ -1144,15 +1208,17 @@ impl Machine for Store {
             Route::Store(stream, op) => {
                 self.handle_store_completion(now_ms, stream, op, completion);
             }
-            Route::Stream(name, local) => {
-                if let Some(StreamEntry {
+            Route::Stream(name, local) => match self.streams.get_mut(&name) {
+                Some(StreamEntry {
                     phase: Phase::Ready { stream, .. },
                     ..
-                }) = self.streams.get_mut(&name)
-                {
-                    stream.handle_completion(now_ms, local, completion);
-                }
-            }
+                }) => stream.handle_completion(now_ms, local, completion),
+                Some(StreamEntry {
+                    phase: Phase::Recovering(recovering),
+                    ..
+                }) => recovering.handle_stream_completion(now_ms, local, completion),
+                _ => {}
+            },
             Route::Manifest(name, local) => {
                 if let Some(StreamEntry {
                     phase: Phase::Ready { manifest, .. },
@@ -1279,6 +1345,9 @@ impl Machine for Store {
                     );
                 }
             } else {
+                if let Phase::Recovering(recovering) = &entry.phase {
+                    recovering.check_invariants(name);
+                }
                 assert!(
                     entry.durable_waiters.is_empty() && entry.flush_waiters.is_empty(),
                     "only a running stream has waiters"
