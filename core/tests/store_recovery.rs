@@ -685,14 +685,14 @@ fn crash_at_many_points_of_a_first_session() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
 
     #[test]
     fn crash_at_any_point_after_earlier_sessions(
-        sessions in 1u64..4,
-        records in 20u64..250,
+        sessions in 1u64..3,
+        records in 20u64..120,
         wait_every in 1u64..40,
-        crash_after in 0u64..1500,
+        crash_after in 0u64..900,
     ) {
         crash_and_reopen(sessions, records, wait_every, crash_after);
     }

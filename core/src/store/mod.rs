@@ -19,15 +19,27 @@
 //! component's events, which may feed other components (for example a stream's
 //! `SegmentOpened` becomes a manifest record and a commit), until nothing moves.
 //!
-//! # Stream lifecycle (this stage)
+//! # Stream lifecycle
 //!
-//! `OpenStream` lists the manifest directory; a stream with manifest chunks already on
-//! disk is refused ([`StoreError::RecoveryUnsupported`], restart is a later stage).
-//! Otherwise the store creates the segments and manifest directories (`CreateDir`),
-//! then starts a [`StreamMachine::create`] at segment 0, offset 0 and a fresh
-//! [`ManifestWriter`]. The stream's `SegmentOpened` is journaled and committed; the
-//! open is replied once that record is durable; the active segment is admitted to
-//! Tier 0.
+//! `OpenStream` lists the manifest directory.
+//!
+//! - **Empty: a new stream.** The store creates the segments and manifest directories
+//!   (`CreateDir`), then starts a [`StreamMachine::create`] at segment 0, offset 0 and a
+//!   fresh [`ManifestWriter`]. The stream's `SegmentOpened` is journaled and committed;
+//!   the open is replied once that record is durable; the active segment is admitted
+//!   to Tier 0.
+//! - **Manifest files: a reopen** (the `recovery` module). The stream is
+//!   `Recovering`: the manifest is replayed (from the newest snapshot that decodes,
+//!   unless [`StoreConfig::manifest_log_only`]), [`StreamMachine::recover`] recovers
+//!   the segment files, every sealed local segment is verified, leftovers are removed,
+//!   and the index is reconciled with the files and the tiers: records a crash kept
+//!   from being committed are journaled, Tier 0 and Tier 1 adopt what exists, and
+//!   unfinished compressions and uploads resume. Commands other than the open get
+//!   [`StoreError::Opening`] meanwhile. The open is replied `Opened { next_offset }`
+//!   (the recovered next offset) once the records journaled by reconciliation are
+//!   committed. A corrupt sealed segment no other tier holds fails the open with
+//!   [`StoreError::CorruptSegment`]; one Tier 2 holds is dropped and counted in the
+//!   stream's [`RecoverySummary`].
 //!
 //! # Seal pipeline
 //!
@@ -53,7 +65,8 @@
 //!   out), and each id is handed out once.
 //! - A stream's durability waiters all wait for offsets at or above its durable
 //!   watermark (a waiter that is satisfied is replied at once).
-//! - A stream is `Ready` only with a stream machine and a manifest writer.
+//! - A stream is `Ready` only with a stream machine and a manifest writer; a
+//!   `Recovering` stream has no waiters and at most one store request in flight.
 //! - Once closed, no new stream is opened.
 //! - A stream's after-commit work is ordered by ordinal and only waits for ordinals
 //!   not yet committed.
