@@ -418,3 +418,10 @@ pub const STORE_PARKED_READS_MAX: usize = 65_536;
 /// Appends parked at once waiting out `WouldBlock(Rollover | Flush)`; past it a
 /// waiting append is answered `WouldBlock(Flush)`.
 pub const STORE_PARKED_APPENDS_MAX: usize = 65_536;
+
+/// Largest snapshot file recovery reads; a longer one is skipped as corrupt.
+pub const STORE_SNAPSHOT_FILE_BYTES_MAX: u64 = 1 << 30;
+/// Most snapshot files recovery tries (newest first) before it replays every chunk.
+pub const STORE_RECOVERY_SNAPSHOTS_TRIED_MAX: usize = 8;
+/// Most recovery events a stream keeps in detail (all of them are counted).
+pub const STORE_RECOVERY_EVENTS_KEPT_MAX: usize = 64;

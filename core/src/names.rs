@@ -463,6 +463,7 @@ fn parse_id_file_name(
 const STREAMS_DIR: &str = "streams";
 const SEGMENT_FILE_EXTENSION: &str = ".seg";
 const ARTIFACT_FILE_EXTENSION: &str = ".zst";
+const SNAPSHOT_FILE_EXTENSION: &str = ".snap";
 
 /// `streams/<stream>`: everything local of one stream.
 #[must_use]
@@ -506,6 +507,18 @@ pub fn artifact_file_name(segment_id: SegmentId) -> String {
     format!("{:020}{ARTIFACT_FILE_EXTENSION}", segment_id.0)
 }
 
+/// `<snapshot_id:020>.snap`: a manifest snapshot in [`snapshots_dir`].
+#[must_use]
+pub fn snapshot_file_name(snapshot_id: u64) -> String {
+    format!("{snapshot_id:020}{SNAPSHOT_FILE_EXTENSION}")
+}
+
+/// `streams/<stream>/snapshots/<snapshot_id:020>.snap`.
+#[must_use]
+pub fn snapshot_path(stream: &StreamName, snapshot_id: u64) -> LocalPath {
+    snapshots_dir(stream).join(&snapshot_file_name(snapshot_id))
+}
+
 /// `streams/<stream>/segments/<segment_id:020>.seg`.
 #[must_use]
 pub fn segment_path(stream: &StreamName, segment_id: SegmentId) -> LocalPath {
@@ -527,6 +540,11 @@ pub fn parse_segment_file_name(name: &str) -> Result<SegmentId, KeyParseError> {
 /// Reads a segment id back from a `<segment_id:020>.zst` file name.
 pub fn parse_artifact_file_name(name: &str) -> Result<SegmentId, KeyParseError> {
     parse_id_file_name("artifact file name", name, ARTIFACT_FILE_EXTENSION).map(SegmentId)
+}
+
+/// Reads a snapshot id back from a `<snapshot_id:020>.snap` file name.
+pub fn parse_snapshot_file_name(name: &str) -> Result<u64, KeyParseError> {
+    parse_id_file_name("snapshot file name", name, SNAPSHOT_FILE_EXTENSION)
 }
 
 #[cfg(test)]

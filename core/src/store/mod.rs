@@ -19,15 +19,27 @@
 //! component's events, which may feed other components (for example a stream's
 //! `SegmentOpened` becomes a manifest record and a commit), until nothing moves.
 //!
-//! # Stream lifecycle (this stage)
+//! # Stream lifecycle
 //!
-//! `OpenStream` lists the manifest directory; a stream with manifest chunks already on
-//! disk is refused ([`StoreError::RecoveryUnsupported`], restart is a later stage).
-//! Otherwise the store creates the segments and manifest directories (`CreateDir`),
-//! then starts a [`StreamMachine::create`] at segment 0, offset 0 and a fresh
-//! [`ManifestWriter`]. The stream's `SegmentOpened` is journaled and committed; the
-//! open is replied once that record is durable; the active segment is admitted to
-//! Tier 0.
+//! `OpenStream` lists the manifest directory.
+//!
+//! - **Empty: a new stream.** The store creates the segments and manifest directories
+//!   (`CreateDir`), then starts a [`StreamMachine::create`] at segment 0, offset 0 and a
+//!   fresh [`ManifestWriter`]. The stream's `SegmentOpened` is journaled and committed;
+//!   the open is replied once that record is durable; the active segment is admitted
+//!   to Tier 0.
+//! - **Manifest files: a reopen** (the `recovery` module). The stream is
+//!   `Recovering`: the manifest is replayed (from the newest snapshot that decodes,
+//!   unless [`StoreConfig::manifest_log_only`]), [`StreamMachine::recover`] recovers
+//!   the segment files, every sealed local segment is verified, leftovers are removed,
+//!   and the index is reconciled with the files and the tiers: records a crash kept
+//!   from being committed are journaled, Tier 0 and Tier 1 adopt what exists, and
+//!   unfinished compressions and uploads resume. Commands other than the open get
+//!   [`StoreError::Opening`] meanwhile. The open is replied `Opened { next_offset }`
+//!   (the recovered next offset) once the records journaled by reconciliation are
+//!   committed. A corrupt sealed segment no other tier holds fails the open with
+//!   [`StoreError::CorruptSegment`]; one Tier 2 holds is dropped and counted in the
+//!   stream's [`RecoverySummary`].
 //!
 //! # Seal pipeline
 //!
@@ -60,7 +72,8 @@
 //!   out), and each id is handed out once.
 //! - A stream's durability waiters all wait for offsets at or above its durable
 //!   watermark (a waiter that is satisfied is replied at once).
-//! - A stream is `Ready` only with a stream machine and a manifest writer.
+//! - A stream is `Ready` only with a stream machine and a manifest writer; a
+//!   `Recovering` stream has no waiters and at most one store request in flight.
 //! - Once closed, no new stream is opened.
 //! - A stream's after-commit work is ordered by ordinal and only waits for ordinals
 //!   not yet committed.
@@ -75,6 +88,7 @@ use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, 
 use crate::limits::{SEGMENT_HEADER_BYTES, STORE_STREAMS_MAX};
 use crate::manifest::index::ManifestIndex;
 use crate::manifest::record::{ManifestRecord, ReasonCode, RecordFrame, Tier};
+use crate::manifest::replay::ReplayFigures;
 use crate::manifest::writer::{
     ManifestError, ManifestEvent, ManifestWriter, ManifestWriterConfig, WriterStart,
 };
@@ -93,11 +107,15 @@ use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
 
 mod read;
+mod recovery;
 #[cfg(test)]
 mod tests;
 mod write;
 
 pub use read::{ReadMetricsSnapshot, ReadMode};
+
+pub use recovery::{LOG_TARGET_STORE, RecoveryEvent, RecoverySummary};
+use recovery::{Recovering, RecoveryOp};
 
 /// Everything a [`Store`] needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,6 +127,9 @@ pub struct StoreConfig {
     pub manifest: ManifestWriterConfig,
     /// Seeds the retry jitter of Tier 1 and Tier 2 (deterministic).
     pub rng_seed: u64,
+    /// Recovery ignores snapshots and replays every manifest chunk from the first
+    /// (the operator's log-only bootstrap, `AOF2_MANIFEST_LOG_ONLY`).
+    pub manifest_log_only: bool,
 }
 
 impl StoreConfig {
@@ -199,10 +220,19 @@ pub enum StoreError {
     AlreadyOpen(String),
     #[error("stream {0:?} is still opening")]
     Opening(String),
+    /// A sealed local segment fails verification and no other tier holds it.
     #[error(
-        "stream {0:?} has a manifest on disk; reopening an existing stream is not supported yet"
+        "stream {stream:?}: sealed segment file {path} is corrupt at byte {position}: {reason}"
     )]
-    RecoveryUnsupported(String),
+    CorruptSegment {
+        stream: String,
+        path: String,
+        position: u64,
+        reason: String,
+    },
+    /// What is on disk contradicts the manifest in a way recovery must not paper over.
+    #[error("stream {stream:?} cannot be recovered: {reason}")]
+    Recovery { stream: String, reason: String },
     #[error("too many streams: the limit is {limit}")]
     TooManyStreams { limit: usize },
     #[error("the store is closed")]
@@ -260,7 +290,7 @@ enum Route {
     Tier2(IoId),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum StoreOp {
     ListManifest,
     CreateSegmentsDir,
@@ -284,6 +314,8 @@ enum StoreOp {
         offset: u64,
         sequential: bool,
     },
+    /// A step of reopening an existing stream (see `recovery`).
+    Recovery(RecoveryOp),
 }
 
 /// Work that waits for a manifest record to be committed.
@@ -303,6 +335,9 @@ enum Phase {
     Probing,
     /// Creating directories; counts those still outstanding.
     CreatingDirs(u8),
+    /// Reopening a stream whose manifest exists: replaying it, recovering the
+    /// segment files, reconciling both (see `recovery`).
+    Recovering(Recovering),
     /// Machines running (the open is replied once the first `SegmentOpened` is
     /// committed).
     Ready {
@@ -329,6 +364,10 @@ struct StreamEntry {
     flush_waiters: Vec<(CommandToken, u64)>,
     /// (manifest ordinal, work), run once the ordinal is committed; ordinals ascend.
     after_commit: VecDeque<(u64, AfterCommit)>,
+    /// The manifest replay of a reopened stream (`aof_manifest_replay_*`).
+    replay_figures: Option<ReplayFigures>,
+    /// What reopening the stream found and did.
+    recovery: Option<RecoverySummary>,
 }
 
 /// The coordinator. See the module doc.
@@ -394,6 +433,36 @@ impl Store {
         self.reads.metrics()
     }
 
+    /// The manifest replay figures of a reopened stream (`None` for a new one).
+    #[must_use]
+    pub fn replay_figures(&self, stream: &StreamName) -> Option<&ReplayFigures> {
+        self.streams.get(stream)?.replay_figures.as_ref()
+    }
+
+    /// What reopening `stream` found and did (`None` for a new stream).
+    #[must_use]
+    pub fn recovery_summary(&self, stream: &StreamName) -> Option<&RecoverySummary> {
+        self.streams.get(stream)?.recovery.as_ref()
+    }
+
+    /// The manifest index of a running stream.
+    #[must_use]
+    pub fn manifest_index(&self, stream: &StreamName) -> Option<&ManifestIndex> {
+        match &self.streams.get(stream)?.phase {
+            Phase::Ready { index, .. } => Some(index),
+            _ => None,
+        }
+    }
+
+    /// The next offset an append to a running stream gets.
+    #[must_use]
+    pub fn next_offset(&self, stream: &StreamName) -> Option<u64> {
+        match &self.streams.get(stream)?.phase {
+            Phase::Ready { stream, .. } => stream.next_offset(),
+            _ => None,
+        }
+    }
+
     /// Names of the streams open or opening.
     pub fn streams(&self) -> impl Iterator<Item = &StreamName> {
         self.streams.keys()
@@ -438,6 +507,8 @@ impl Store {
                 durable_waiters: Vec::new(),
                 flush_waiters: Vec::new(),
                 after_commit: VecDeque::new(),
+                replay_figures: None,
+                recovery: None,
             },
         );
         let path = manifest_dir(&stream);
@@ -455,7 +526,7 @@ impl Store {
         match &entry.phase {
             Phase::Ready { .. } => Ok(entry),
             Phase::Failed(error) => Err(error.clone()),
-            Phase::Probing | Phase::CreatingDirs(_) => {
+            Phase::Probing | Phase::CreatingDirs(_) | Phase::Recovering(_) => {
                 Err(StoreError::Opening(stream.as_str().to_owned()))
             }
         }
@@ -528,8 +599,7 @@ impl Store {
         match (op, completion) {
             (StoreOp::ListManifest, IoCompletion::Disk(DiskCompletion::Listed(names))) => {
                 if !names.is_empty() {
-                    let error = StoreError::RecoveryUnsupported(stream.as_str().to_owned());
-                    return self.fail_opening(&stream, error);
+                    return self.start_recovery(now_ms, &stream, &names);
                 }
                 entry.phase = Phase::CreatingDirs(2);
                 let segments = segments_dir(&stream);
@@ -606,6 +676,9 @@ impl Store {
                 let key = SegmentKey::new(stream, segment_id);
                 self.record_read(key, position, token, offset, sequential, completion);
             }
+            (StoreOp::Recovery(op), completion) => {
+                self.handle_recovery_completion(now_ms, &stream, op, completion);
+            }
             (StoreOp::ReadArtifact(segment_id), completion) => {
                 self.artifact_read(now_ms, stream, segment_id, completion);
             }
@@ -652,7 +725,8 @@ impl Store {
                         | StoreOp::RemoveSegment(_)
                         | StoreOp::SyncSegmentsDir(_)
                         | StoreOp::LoadRecordIndex { .. }
-                        | StoreOp::ReadRecord { .. } => unreachable!("matched above"),
+                        | StoreOp::ReadRecord { .. }
+                        | StoreOp::Recovery(_) => unreachable!("matched above"),
                     },
                     format!("{completion:?}"),
                 );
@@ -733,6 +807,9 @@ impl Store {
             let Some(entry) = self.streams.get_mut(name) else {
                 return false;
             };
+            if matches!(entry.phase, Phase::Recovering(_)) {
+                return self.pump_recovering(now_ms, name);
+            }
             let Phase::Ready {
                 stream, manifest, ..
             } = &mut entry.phase
@@ -1184,7 +1261,7 @@ impl Store {
                         && entry.after_commit.is_empty()
                 }
                 Phase::Failed(_) => true,
-                Phase::Probing | Phase::CreatingDirs(_) => false,
+                Phase::Probing | Phase::CreatingDirs(_) | Phase::Recovering(_) => false,
             })
     }
 
@@ -1261,15 +1338,17 @@ impl Machine for Store {
             Route::Store(stream, op) => {
                 self.handle_store_completion(now_ms, stream, op, completion);
             }
-            Route::Stream(name, local) => {
-                if let Some(StreamEntry {
+            Route::Stream(name, local) => match self.streams.get_mut(&name) {
+                Some(StreamEntry {
                     phase: Phase::Ready { stream, .. },
                     ..
-                }) = self.streams.get_mut(&name)
-                {
-                    stream.handle_completion(now_ms, local, completion);
-                }
-            }
+                }) => stream.handle_completion(now_ms, local, completion),
+                Some(StreamEntry {
+                    phase: Phase::Recovering(recovering),
+                    ..
+                }) => recovering.handle_stream_completion(now_ms, local, completion),
+                _ => {}
+            },
             Route::Manifest(name, local) => {
                 if let Some(StreamEntry {
                     phase: Phase::Ready { manifest, .. },
@@ -1396,6 +1475,9 @@ impl Machine for Store {
                     );
                 }
             } else {
+                if let Phase::Recovering(recovering) = &entry.phase {
+                    recovering.check_invariants(name);
+                }
                 assert!(
                     entry.durable_waiters.is_empty() && entry.flush_waiters.is_empty(),
                     "only a running stream has waiters"
