@@ -7,12 +7,14 @@
 //! waiting append that arrives while others are parked queues behind them, so offsets
 //! follow arrival order. A `Seal` starts a rollover of the active segment and is
 //! answered once the `SealSegment` record of that segment (or a later one) is
-//! committed. A seal the stream cannot start yet (a flush retry or another rollover in
+//! committed; if a rollover in flight already committed it, at once. A seal the stream cannot start yet (a flush retry or another rollover in
 //! flight) is retried after every event of the stream, like a parked append.
 //!
 //! **Invariants** (checked by [`Writes::check_invariants`])
 //! - At most [`STORE_PARKED_APPENDS_MAX`] appends are parked; no stream keeps an empty
 //!   queue or an empty list of seal waiters.
+//! - No seal waits for a segment whose `SealSegment` is already committed (it would
+//!   never be answered).
 
 use super::{Phase, Store, StoreError, StoreReply};
 use crate::SegmentId;
@@ -38,6 +40,8 @@ pub(super) struct Writes {
     parked_count: usize,
     /// (token, the segment that was active when the seal was asked for).
     seal_waiters: BTreeMap<StreamName, Vec<(CommandToken, SegmentId)>>,
+    /// The newest segment per stream whose `SealSegment` is committed.
+    sealed_committed: BTreeMap<StreamName, SegmentId>,
 }
 
 impl Writes {
@@ -47,6 +51,14 @@ impl Writes {
         assert!(self.parked_count <= STORE_PARKED_APPENDS_MAX);
         assert!(self.parked.values().all(|queue| !queue.is_empty()));
         assert!(self.seal_waiters.values().all(|tokens| !tokens.is_empty()));
+        for (stream, waiters) in &self.seal_waiters {
+            if let Some(&sealed) = self.sealed_committed.get(stream) {
+                assert!(
+                    waiters.iter().all(|&(_, asked)| asked > sealed),
+                    "a seal of {stream} waits for a segment whose seal is committed"
+                );
+            }
+        }
     }
 }
 
@@ -159,6 +171,16 @@ impl Store {
                 self.reply(token, StoreReply::Sealed { segment_id: None });
             }
             Ok((SealOutcome::Started | SealOutcome::InProgress, active)) => {
+                // A rollover already in flight may have committed the seal of the
+                // segment active before it (only the next one's opening is pending).
+                if let Some(&sealed) = self.writes.sealed_committed.get(stream)
+                    && sealed >= active
+                {
+                    let reply = StoreReply::Sealed {
+                        segment_id: Some(sealed),
+                    };
+                    return self.reply(token, reply);
+                }
                 self.writes
                     .seal_waiters
                     .entry(stream.clone())
@@ -212,6 +234,12 @@ impl Store {
 
     /// The `SealSegment` of `segment_id` is committed: answer the seals it covers.
     pub(super) fn seal_committed(&mut self, stream: &StreamName, segment_id: SegmentId) {
+        let newest = self
+            .writes
+            .sealed_committed
+            .entry(stream.clone())
+            .or_insert(segment_id);
+        *newest = (*newest).max(segment_id);
         self.answer_seals(stream, |asked| asked <= segment_id, Some(segment_id));
     }
 
