@@ -378,8 +378,8 @@ pub struct ManifestSection {
     #[serde(with = "duration")]
     pub rotation_period: Duration,
     /// Bootstrap from the manifest log alone (the runbook's `tier1_manifest_log_only`,
-    /// env `AOF2_MANIFEST_LOG_ONLY`). Not part of [`StoreConfig`] yet; read it with
-    /// [`AofManagerConfig::manifest_log_only`].
+    /// env `AOF2_MANIFEST_LOG_ONLY`): recovery ignores snapshots and replays every
+    /// chunk (`StoreConfig::manifest_log_only`).
     pub log_only: bool,
 }
 
@@ -494,6 +494,39 @@ pub struct S3Settings {
     pub credentials: Option<(Secret, Secret)>,
     pub allow_http: bool,
 }
+
+impl Tier2Backend {
+    /// The backend as the object-store port takes it. An S3 region left out is
+    /// `us-east-1`, which is also what S3-compatible servers accept by default.
+    #[must_use]
+    pub fn into_store_backend(self) -> crate::tier2_store::Tier2Backend {
+        use crate::tier2_store::{S3Settings as StoreS3, Tier2Backend as Store};
+        match self {
+            Tier2Backend::Local { path } => Store::LocalDir(path),
+            Tier2Backend::Memory => Store::Memory,
+            Tier2Backend::S3(s3) => {
+                let (access_key, secret_key) = match s3.credentials {
+                    Some((access, secret)) => (
+                        Some(access.expose().to_owned()),
+                        Some(secret.expose().to_owned()),
+                    ),
+                    None => (None, None),
+                };
+                Store::S3(StoreS3 {
+                    endpoint: s3.endpoint,
+                    region: s3.region.unwrap_or_else(|| S3_REGION_DEFAULT.to_owned()),
+                    bucket: s3.bucket,
+                    access_key,
+                    secret_key,
+                    allow_http: s3.allow_http,
+                })
+            }
+        }
+    }
+}
+
+/// The region of an S3 backend that does not name one.
+pub const S3_REGION_DEFAULT: &str = "us-east-1";
 
 // ---- Errors ----
 
@@ -823,8 +856,7 @@ impl AofManagerConfig {
         &self.root
     }
 
-    /// Whether the manifest bootstraps from its log alone (`manifest.log_only`). Kept
-    /// here until [`StoreConfig`] has the knob.
+    /// Whether the manifest bootstraps from its log alone (`manifest.log_only`).
     #[must_use]
     pub fn manifest_log_only(&self) -> bool {
         self.manifest.log_only
@@ -902,6 +934,7 @@ impl AofManagerConfig {
             stream: self.stream_config()?,
             manifest: self.manifest_config()?,
             rng_seed: self.store.rng_seed,
+            manifest_log_only: self.manifest_log_only(),
         };
         // Every part passed above; this is the same check the store runs.
         config

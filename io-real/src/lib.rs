@@ -8,7 +8,8 @@
 //!   directory fsync) on tokio's blocking pool;
 //! - [`tier2_store`]: `ObjectStorePort` on S3 / a local directory / memory;
 //! - [`runtime`]: clock, spawner and CPU pool on tokio, and `ports(...)`;
-//! - [`config`]: the configuration file ([`config::AofManagerConfig`]).
+//! - [`config`]: the configuration file ([`config::AofManagerConfig`]);
+//! - [`manager`]: the embedding API ([`manager::AofManager`], [`manager::Stream`]).
 //!
 //! It re-exports the core so embedders can depend on one crate.
 
@@ -18,6 +19,7 @@ pub use aof2_core as core;
 
 pub mod config;
 pub mod disk;
+pub mod manager;
 pub mod runtime;
 pub mod tier2_store;
 
