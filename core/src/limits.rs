@@ -425,3 +425,30 @@ pub const STORE_SNAPSHOT_FILE_BYTES_MAX: u64 = 1 << 30;
 pub const STORE_RECOVERY_SNAPSHOTS_TRIED_MAX: usize = 8;
 /// Most recovery events a stream keeps in detail (all of them are counted).
 pub const STORE_RECOVERY_EVENTS_KEPT_MAX: usize = 64;
+
+/// How often the store re-runs retention for each stream (besides after every seal
+/// and every committed upload), retries the retention deletes and manifest-chunk
+/// uploads and removals that failed, and checks the snapshot interval.
+pub const STORE_UPKEEP_INTERVAL_MS: u64 = 60_000;
+/// Rounds the store gives one retention delete, manifest-chunk upload or chunk
+/// removal whose machine reported a terminal failure, before it gives up on it (the
+/// manifest keeps the pending delete; a chunk stays local).
+pub const STORE_UPKEEP_ROUNDS_MAX: u32 = 5;
+/// Default manifest records between two periodic snapshots of a stream.
+pub const STORE_SNAPSHOT_EVERY_RECORDS_DEFAULT: u64 = 10_000;
+/// Largest configurable `snapshot_every_records`.
+pub const STORE_SNAPSHOT_EVERY_RECORDS_MAX: u64 = 1 << 32;
+/// Default time between two periodic snapshots of a stream that journaled records (the
+/// maintenance handbook asks for at least one every 30 minutes).
+pub const STORE_SNAPSHOT_INTERVAL_MS_DEFAULT: u64 = 30 * 60 * 1000;
+/// Shortest configurable `snapshot_interval_ms`.
+pub const STORE_SNAPSHOT_INTERVAL_MS_MIN: u64 = 1_000;
+/// Longest configurable `snapshot_interval_ms` (seven days).
+pub const STORE_SNAPSHOT_INTERVAL_MS_MAX: u64 = 7 * 24 * 60 * 60 * 1000;
+/// On-demand snapshot commands one stream holds waiting at once.
+pub const STORE_SNAPSHOT_WAITERS_MAX: usize = 64;
+
+const _: () = assert!(STORE_SNAPSHOT_EVERY_RECORDS_DEFAULT <= STORE_SNAPSHOT_EVERY_RECORDS_MAX);
+const _: () = assert!(STORE_SNAPSHOT_INTERVAL_MS_MIN <= STORE_SNAPSHOT_INTERVAL_MS_DEFAULT);
+const _: () = assert!(STORE_SNAPSHOT_INTERVAL_MS_DEFAULT <= STORE_SNAPSHOT_INTERVAL_MS_MAX);
+const _: () = assert!(STORE_UPKEEP_ROUNDS_MAX >= 1);

@@ -314,6 +314,10 @@ pub enum Tier0Error {
     },
     #[error("segment {key} already has {limit} readers pinning it")]
     TooManyPins { key: SegmentKey, limit: u32 },
+    #[error("segment {key} is pinned by {pins} readers and cannot be evicted now")]
+    Pinned { key: SegmentKey, pins: u32 },
+    #[error("segment {key} has no durable copy in Tier 1 or Tier 2 yet and cannot be evicted")]
+    NotDurableElsewhere { key: SegmentKey },
 }
 
 impl Tier0Error {
@@ -668,6 +672,41 @@ impl Tier0Cache {
         self.pump();
     }
 
+    /// Schedules the eviction of `key` now, whatever the budget: retention is deleting
+    /// the segment from every tier. The usual rules hold: only a sealed, unpinned
+    /// segment already durable elsewhere is evicted, through the same
+    /// [`Tier0Action::Evict`] and [`Tier0Cache::handle_evicted`] as a budget eviction
+    /// (and counted in `evictions`).
+    ///
+    /// `Ok(true)`: the eviction was scheduled. `Ok(false)`: nothing to do, `key` is not
+    /// resident or its eviction is already scheduled. `Pinned` or
+    /// `NotDurableElsewhere`: the caller retries later. Panics if `key` is active (the
+    /// active segment is never deleted).
+    pub fn evict_now(&mut self, now_ms: u64, key: &SegmentKey) -> Result<bool, Tier0Error> {
+        self.advance(now_ms);
+        let Some(entry) = self.entries.get(key).copied() else {
+            return Ok(false);
+        };
+        match entry.phase {
+            SegmentPhase::Active => panic!("evict_now of active segment {key}"),
+            SegmentPhase::Evicting => return Ok(false),
+            SegmentPhase::Sealed => {}
+        }
+        if entry.pins > 0 {
+            return Err(Tier0Error::Pinned {
+                key: key.clone(),
+                pins: entry.pins,
+            });
+        }
+        if !entry.durable_elsewhere {
+            return Err(Tier0Error::NotDurableElsewhere { key: key.clone() });
+        }
+        assert!(entry.is_evictable(), "{key}: sealed, unpinned and durable");
+        self.schedule_eviction(key.clone());
+        self.pump();
+        Ok(true)
+    }
+
     // ---- Outputs ----
 
     /// The next command for the driver.
@@ -1006,6 +1045,12 @@ impl Tier0Cache {
             return false;
         };
         let key = key.clone();
+        self.schedule_eviction(key);
+        true
+    }
+
+    /// Schedules the eviction of the evictable segment `key`.
+    fn schedule_eviction(&mut self, key: SegmentKey) {
         let now_ms = self.now_ms;
         let (bytes, last_access_ms) = self.update_entry(&key, |entry| {
             assert_eq!(entry.phase, SegmentPhase::Sealed, "only sealed are evicted");
@@ -1023,7 +1068,6 @@ impl Tier0Cache {
             total_bytes,
         });
         self.push_action(Tier0Action::Evict { key, bytes });
-        true
     }
 
     /// Makes the claimed bytes plus `bytes` fit the budget by scheduling evictions in
@@ -1254,6 +1298,56 @@ mod tests {
         assert!(admitted.pin_held);
         assert_eq!(evicted_keys(&drain_actions(&mut cache)), [key("s", 2)]);
         cache.check_invariants();
+    }
+
+    #[test]
+    fn evict_now_follows_the_eviction_rules_whatever_the_budget() {
+        let mut cache = cache(64 * MIB, 4);
+        cache.admit(0, key("s", 0), MIB, AdmitKind::Active).unwrap();
+        add_sealed(&mut cache, 1, &key("s", 1), MIB);
+        cache.admit(2, key("s", 2), MIB, AdmitKind::Active).unwrap();
+        cache.handle_sealed(2, &key("s", 2), MIB);
+        add_sealed(&mut cache, 3, &key("s", 3), MIB);
+        cache.pin(4, &key("s", 3)).unwrap();
+        drain_actions(&mut cache);
+        // Far under budget, yet the durable, unpinned segment goes at once.
+        assert_eq!(cache.evict_now(5, &key("s", 1)), Ok(true));
+        cache.check_invariants();
+        assert_eq!(evicted_keys(&drain_actions(&mut cache)), [key("s", 1)]);
+        // Asking again while the eviction runs, or for what is not resident: nothing.
+        assert_eq!(cache.evict_now(5, &key("s", 1)), Ok(false));
+        assert_eq!(cache.evict_now(5, &key("s", 9)), Ok(false));
+        assert!(drain_actions(&mut cache).is_empty());
+        // Not durable elsewhere, or pinned: refused, the caller retries later.
+        assert_eq!(
+            cache.evict_now(6, &key("s", 2)),
+            Err(Tier0Error::NotDurableElsewhere { key: key("s", 2) })
+        );
+        assert_eq!(
+            cache.evict_now(6, &key("s", 3)),
+            Err(Tier0Error::Pinned {
+                key: key("s", 3),
+                pins: 1
+            })
+        );
+        assert!(drain_actions(&mut cache).is_empty());
+        cache.check_invariants();
+        cache.handle_evicted(&key("s", 1));
+        cache.unpin(&key("s", 3));
+        assert_eq!(cache.evict_now(7, &key("s", 3)), Ok(true));
+        assert_eq!(evicted_keys(&drain_actions(&mut cache)), [key("s", 3)]);
+        cache.handle_evicted(&key("s", 3));
+        cache.check_invariants();
+        assert_eq!(cache.metrics().evictions, 2);
+        assert_eq!(cache.metrics().resident_segments, 2);
+    }
+
+    #[test]
+    #[should_panic(expected = "evict_now of active segment")]
+    fn evict_now_of_the_active_segment_is_a_bug() {
+        let mut cache = cache(64 * MIB, 4);
+        cache.admit(0, key("s", 0), MIB, AdmitKind::Active).unwrap();
+        let _ = cache.evict_now(1, &key("s", 0));
     }
 
     #[test]

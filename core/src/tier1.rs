@@ -478,6 +478,11 @@ pub enum Tier1Error {
     EmptyArtifact { key: SegmentKey },
     #[error("segment {key} has Tier 1 work pending or an artifact; cannot forget it")]
     Busy { key: SegmentKey },
+    #[error("the Tier 1 artifact of segment {key} cannot be evicted now: {reason}")]
+    NotEvictable {
+        key: SegmentKey,
+        reason: &'static str,
+    },
 }
 
 impl Tier1Error {
@@ -1156,6 +1161,44 @@ impl Tier1Cache {
             Residency::WarmInTier1
         };
         self.set_residency(key, residency);
+    }
+
+    /// Starts removing the artifact of `key` now, whatever the budget: retention is
+    /// deleting the segment from every tier. The eviction rules hold (Tier 2 holds it,
+    /// no hydration of it is pending) and it ends like a budget eviction, in
+    /// [`Tier1Event::Evicted`] or [`Tier1Event::EvictionFailed`].
+    ///
+    /// `Ok(true)`: the removal started. `Ok(false)`: nothing to do, no artifact is held
+    /// or its removal is under way. `HydrationPending` or `NotEvictable` (not uploaded,
+    /// backing off after a failed removal, or out of attempts): retry later.
+    pub fn evict_now(&mut self, now_ms: u64, key: &SegmentKey) -> Result<bool, Tier1Error> {
+        self.advance(now_ms);
+        let Some(artifact) = self.artifacts.get(key).copied() else {
+            return Ok(false);
+        };
+        if artifact.is_evicting() {
+            return Ok(false);
+        }
+        if self.hydrations.contains_key(key) {
+            return Err(Tier1Error::HydrationPending { key: key.clone() });
+        }
+        let not_evictable = |reason| Tier1Error::NotEvictable {
+            key: key.clone(),
+            reason,
+        };
+        if !artifact.uploaded {
+            return Err(not_evictable("Tier 2 does not hold it yet"));
+        }
+        if artifact.eviction_retry_at_ms.is_some() {
+            return Err(not_evictable("a failed removal is backing off"));
+        }
+        if artifact.eviction_failures >= self.policy.max_attempts {
+            return Err(not_evictable("its removal failed too often"));
+        }
+        assert!(artifact.is_evictable(self.policy.max_attempts));
+        self.start_eviction(key.clone());
+        self.pump();
+        Ok(true)
     }
 
     /// Forgets `key` (retention deleted it everywhere). Fails if work is pending or an

@@ -2,8 +2,10 @@
 //! state machine, and the retention rule that chooses which cold segments to delete.
 //!
 //! [`Tier2Transfers`] runs three queues, each with its own bounded concurrency:
-//! - **uploads** of sealed segment artifacts under their deterministic keys
-//!   (`segments/<stream>/<segment_id:020>.zst`), always as a conditional put
+//! - **uploads** of immutable objects under their deterministic keys, each named by
+//!   its [`ObjectKey`]: sealed segment artifacts (`segments/<stream>/<segment_id:020>.zst`),
+//!   sealed manifest chunks (`manifest/<stream>/<chunk_index:020>.mlog`) and manifest
+//!   snapshots (`snapshots/<stream>/<snapshot_id:020>.snap`), always as a conditional put
 //!   (`PutMode::IfAbsent`): an object is never overwritten. When the put finds the key
 //!   taken (typically an earlier attempt applied but its response was lost: the
 //!   ambiguous timeout), a `Head` decides: the same size is our own earlier upload, so
@@ -35,6 +37,7 @@
 //!   operation ends in exactly one terminal event.
 //! - No operation makes more than `retry.max_attempts` attempts; a retry follows only
 //!   a retryable failure, after a delay from the policy.
+//! - An upload's key is its object's deterministic key (`ObjectKey`'s `Display`).
 //! - At most one upload or delete per object key is held at a time, so a delete never
 //!   races an upload of the same key; fetch ids are unique among held fetches.
 //! - Only `Put` with `IfAbsent`, `Head`, `Delete`, `Get` and `GetRange` are issued.
@@ -45,7 +48,7 @@ use crate::SegmentId;
 use crate::io::{IoCompletion, IoId, IoRequest, ObjectCompletion, ObjectErrorKind};
 use crate::io::{ObjectRequest, PutMode};
 use crate::limits::{
-    ETAG_BYTES_MAX, TIER2_CONCURRENCY_MAX, TIER2_DELETE_CONCURRENCY_DEFAULT,
+    ETAG_BYTES_MAX, OBJECT_KEY_BYTES_MAX, TIER2_CONCURRENCY_MAX, TIER2_DELETE_CONCURRENCY_DEFAULT,
     TIER2_DELETE_QUEUE_MAX, TIER2_FETCH_CONCURRENCY_DEFAULT, TIER2_FETCH_QUEUE_MAX,
     TIER2_OUTPUTS_QUEUED_MAX, TIER2_UPLOAD_CONCURRENCY_DEFAULT, TIER2_UPLOAD_QUEUE_MAX,
 };
@@ -377,14 +380,15 @@ impl fmt::Display for FailureReason {
 pub enum Tier2Event {
     /// `tier2_upload_started`: an upload attempt's put was issued.
     UploadStarted {
-        segment: SegmentKey,
+        /// What the object is (segment artifact, manifest chunk or snapshot).
+        object: ObjectKey,
         key: String,
         attempt: u32,
     },
     /// `tier2_upload_succeeded`: the object is durable in Tier 2 (terminal).
     /// `already_present` when an earlier attempt had stored it (found by `Head`).
     UploadSucceeded {
-        segment: SegmentKey,
+        object: ObjectKey,
         key: String,
         /// The store's entity tag, if it gave one of at most `ETAG_BYTES_MAX` bytes.
         etag: Option<String>,
@@ -394,7 +398,7 @@ pub enum Tier2Event {
     },
     /// `tier2_upload_retry`: attempt `attempt` failed; the next starts after `delay_ms`.
     UploadRetryScheduled {
-        segment: SegmentKey,
+        object: ObjectKey,
         key: String,
         attempt: u32,
         delay_ms: u64,
@@ -402,7 +406,7 @@ pub enum Tier2Event {
     },
     /// `tier2_upload_failed`: retries exhausted or a permanent error (terminal).
     UploadFailed {
-        segment: SegmentKey,
+        object: ObjectKey,
         key: String,
         reason: FailureReason,
         attempts: u32,
@@ -720,7 +724,7 @@ struct OperationId(u64);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Work {
     Upload {
-        segment: SegmentKey,
+        object: ObjectKey,
         key: String,
         artifact: Bytes,
     },
@@ -884,8 +888,8 @@ impl Tier2Transfers {
 
     // ---- Inputs ----
 
-    /// Uploads the artifact of a sealed segment to `segments/<stream>/<segment_id>.zst`.
-    /// Ends in `UploadSucceeded` or `UploadFailed`.
+    /// Uploads the artifact of a sealed segment to `segments/<stream>/<segment_id>.zst`
+    /// (an [`ObjectKey::Segment`] upload). Ends in `UploadSucceeded` or `UploadFailed`.
     ///
     /// Panics if `artifact` is empty (an artifact always holds at least its index).
     pub fn enqueue_upload(
@@ -895,18 +899,38 @@ impl Tier2Transfers {
         segment_id: SegmentId,
         artifact: Bytes,
     ) -> Result<(), Tier2Error> {
+        let object = ObjectKey::Segment { stream, segment_id };
+        self.enqueue_object_upload(now_ms, object, artifact)
+    }
+
+    /// Uploads `bytes` as the immutable object `object` (a segment artifact, a sealed
+    /// manifest chunk or a snapshot) under its deterministic key, by the same rules for
+    /// every kind: conditional put, `Head` on a taken key, retries from the policy.
+    /// Ends in `UploadSucceeded` or `UploadFailed`, which carry `object` back.
+    ///
+    /// Panics if `bytes` is empty (every object kind has a non-empty encoding).
+    pub fn enqueue_object_upload(
+        &mut self,
+        now_ms: u64,
+        object: ObjectKey,
+        bytes: Bytes,
+    ) -> Result<(), Tier2Error> {
         self.advance(now_ms);
         assert!(
-            !artifact.is_empty(),
-            "empty artifact for {stream}/{segment_id}"
+            !bytes.is_empty(),
+            "empty {} object {object}",
+            object.kind_name()
         );
-        let key = segment_object_key(&stream, segment_id);
+        let key = object.to_string();
+        assert!(
+            key.len() <= OBJECT_KEY_BYTES_MAX as usize,
+            "validated stream names give keys within the limit"
+        );
         self.check_accept(Tier2Queue::Upload, Some(&key))?;
-        let segment = SegmentKey::new(stream, segment_id);
         self.accept(Work::Upload {
-            segment,
+            object,
             key,
-            artifact,
+            artifact: bytes,
         });
         self.pump();
         Ok(())
@@ -1197,14 +1221,11 @@ impl Tier2Transfers {
             }
             match &operation.work {
                 Work::Upload {
-                    segment,
+                    object,
                     key,
                     artifact,
                 } => {
-                    assert_eq!(
-                        key,
-                        &segment_object_key(&segment.stream, segment.segment_id)
-                    );
+                    assert_eq!(key, &object.to_string(), "{key}: the object's own key");
                     assert!(!artifact.is_empty());
                     assert_eq!(self.busy_keys.get(key), Some(&id), "{key}: busy index");
                     keyed += 1;
@@ -1377,12 +1398,12 @@ impl Tier2Transfers {
         operation.attempts += 1;
         let (step, request) = match &operation.work {
             Work::Upload {
-                segment,
+                object,
                 key,
                 artifact,
             } => {
                 self.push_event(Tier2Event::UploadStarted {
-                    segment: segment.clone(),
+                    object: object.clone(),
                     key: key.clone(),
                     attempt: operation.attempts,
                 });
@@ -1470,7 +1491,7 @@ impl Tier2Transfers {
     fn upload_succeeded(&mut self, operation: Operation, etag: Option<String>, present: bool) {
         self.finish(&operation, true);
         let Work::Upload {
-            segment,
+            object,
             key,
             artifact,
         } = operation.work
@@ -1483,7 +1504,7 @@ impl Tier2Transfers {
             .checked_add(object_bytes)
             .expect("uploaded bytes fit u64");
         self.push_event(Tier2Event::UploadSucceeded {
-            segment,
+            object,
             key,
             etag,
             object_bytes,
@@ -1546,8 +1567,8 @@ impl Tier2Transfers {
             self.finish(&operation, false);
             let attempts = attempt;
             let event = match operation.work {
-                Work::Upload { segment, key, .. } => Tier2Event::UploadFailed {
-                    segment,
+                Work::Upload { object, key, .. } => Tier2Event::UploadFailed {
+                    object,
                     key,
                     reason,
                     attempts,
@@ -1584,8 +1605,8 @@ impl Tier2Transfers {
         assert!(inserted, "one timer per operation");
         let error = reason;
         let event = match &operation.work {
-            Work::Upload { segment, key, .. } => Tier2Event::UploadRetryScheduled {
-                segment: segment.clone(),
+            Work::Upload { object, key, .. } => Tier2Event::UploadRetryScheduled {
+                object: object.clone(),
                 key: key.clone(),
                 attempt,
                 delay_ms,
@@ -1626,6 +1647,13 @@ mod tests {
 
     fn stream(name: &str) -> StreamName {
         StreamName::new(name).unwrap()
+    }
+
+    fn object(name: &str, id: u64) -> ObjectKey {
+        ObjectKey::Segment {
+            stream: stream(name),
+            segment_id: SegmentId(id),
+        }
     }
 
     fn segment(name: &str, id: u64) -> SegmentKey {
@@ -1838,7 +1866,7 @@ mod tests {
         assert_eq!(
             events(&mut machine),
             [Tier2Event::UploadStarted {
-                segment: segment("s", 1),
+                object: object("s", 1),
                 key: key("s", 1),
                 attempt: 1
             }]
@@ -1850,7 +1878,7 @@ mod tests {
         assert_eq!(
             events(&mut machine),
             [Tier2Event::UploadSucceeded {
-                segment: segment("s", 1),
+                object: object("s", 1),
                 key: key("s", 1),
                 etag: Some("etag-1".to_owned()),
                 object_bytes: artifact().len() as u64,
@@ -1878,7 +1906,7 @@ mod tests {
         assert_eq!(
             events(&mut machine),
             [Tier2Event::UploadRetryScheduled {
-                segment: segment("s", 1),
+                object: object("s", 1),
                 key: key("s", 1),
                 attempt: 1,
                 delay_ms: 100,
@@ -1905,7 +1933,7 @@ mod tests {
         assert_eq!(
             events(&mut machine),
             [Tier2Event::UploadStarted {
-                segment: segment("s", 1),
+                object: object("s", 1),
                 key: key("s", 1),
                 attempt: 2
             }]
@@ -1976,7 +2004,7 @@ mod tests {
         assert_eq!(
             all[5],
             Tier2Event::UploadFailed {
-                segment: segment("s", 1),
+                object: object("s", 1),
                 key: key("s", 1),
                 reason: FailureReason::Store(ObjectErrorKind::Throttled),
                 attempts: 3,
@@ -2013,7 +2041,7 @@ mod tests {
             assert_eq!(
                 last,
                 Tier2Event::UploadFailed {
-                    segment: segment("s", 1),
+                    object: object("s", 1),
                     key: key("s", 1),
                     reason: FailureReason::Store(kind),
                     attempts: 1,
@@ -2057,7 +2085,7 @@ mod tests {
         assert_eq!(
             last,
             Tier2Event::UploadSucceeded {
-                segment: segment("s", 1),
+                object: object("s", 1),
                 key: key("s", 1),
                 etag: Some("etag-old".to_owned()),
                 object_bytes: artifact().len() as u64,
@@ -2577,7 +2605,7 @@ mod tests {
         let cases = [
             (
                 Tier2Event::UploadStarted {
-                    segment: segment("s", 1),
+                    object: object("s", 1),
                     key: key("s", 1),
                     attempt: 1,
                 },
@@ -2585,7 +2613,7 @@ mod tests {
             ),
             (
                 Tier2Event::UploadSucceeded {
-                    segment: segment("s", 1),
+                    object: object("s", 1),
                     key: key("s", 1),
                     etag: None,
                     object_bytes: 1,
@@ -2596,7 +2624,7 @@ mod tests {
             ),
             (
                 Tier2Event::UploadRetryScheduled {
-                    segment: segment("s", 1),
+                    object: object("s", 1),
                     key: key("s", 1),
                     attempt: 1,
                     delay_ms: 1,
@@ -2606,7 +2634,7 @@ mod tests {
             ),
             (
                 Tier2Event::UploadFailed {
-                    segment: segment("s", 1),
+                    object: object("s", 1),
                     key: key("s", 1),
                     reason: failure.clone(),
                     attempts: 1,

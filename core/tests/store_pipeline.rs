@@ -150,8 +150,8 @@ fn seal_compress_upload_then_evict_locally() {
         local_segments < uploaded,
         "Tier 0 evicted uploaded segments: {local_segments} local, {uploaded} uploaded"
     );
-    // Every uploaded object is the artifact Tier 1 wrote.
-    for key in &objects {
+    // Every uploaded segment object is the artifact Tier 1 wrote.
+    for key in objects.iter().filter(|key| key.starts_with("segments/")) {
         let segment = key
             .strip_prefix("segments/cold/")
             .and_then(|rest| rest.strip_suffix(".zst"))

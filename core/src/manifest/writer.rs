@@ -40,6 +40,8 @@
 //! - A record is reported durable (`Committed`) only after the slot covering it was
 //!   fsynced, which itself follows the fsync of the record bytes.
 //! - Poisoned means: no request ready or outstanding, and no further commit.
+//! - The durable position ([`ManifestWriter::durable_position`]) ends at the durable
+//!   ordinal, in a chunk already created.
 
 use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoId, LocalPath};
 use crate::limits::{
@@ -52,6 +54,7 @@ use crate::manifest::chunk::{
     ChunkFlags, SlotHeader, chunk_file_name, chunk_temp_file_name, encode_header_area,
 };
 use crate::manifest::record::{ManifestRecord, RecordError};
+use crate::manifest::snapshot::ManifestPosition;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::fmt;
@@ -321,6 +324,9 @@ pub struct ManifestWriter {
     next_ordinal: u64,
     /// Ordinals below this are durable.
     durable_end: u64,
+    /// Where the durable prefix ends in the chunk files (`None` for a writer resumed
+    /// without a chunk to reseal, until its first commit).
+    durable_position: Option<ManifestPosition>,
     /// Ordinals below this were asked to become durable.
     commit_target_end: u64,
     next_io_id: u64,
@@ -365,8 +371,18 @@ impl ManifestWriter {
                 });
             }
         }
+        let fresh = start == WriterStart::fresh();
+        let durable_position = match &start.reseal {
+            Some(tail) if tail.end_ordinal() == start.next_ordinal => Some(ManifestPosition {
+                chunk_index: tail.chunk_index,
+                chunk_offset: tail.committed_end(),
+                record_ordinal: tail.end_ordinal(),
+            }),
+            _ => fresh.then_some(ManifestPosition::START),
+        };
         let mut writer = ManifestWriter {
             config,
+            durable_position,
             dir,
             phase: Phase::Idle,
             chunk: None,
@@ -505,6 +521,21 @@ impl ManifestWriter {
     #[must_use]
     pub fn durable_ordinal(&self) -> Option<u64> {
         self.durable_end.checked_sub(1)
+    }
+
+    /// Where the durable records end: the chunk holding the newest durable record and
+    /// the byte just past it (or the start of the manifest). This is the position a
+    /// snapshot of the durable prefix covers. `None` only for a writer resumed without
+    /// a chunk to reseal, before its first commit.
+    #[must_use]
+    pub fn durable_position(&self) -> Option<ManifestPosition> {
+        self.durable_position
+    }
+
+    /// Whether every record appended so far is durable (nothing buffered or in flight).
+    #[must_use]
+    pub fn is_caught_up(&self) -> bool {
+        self.poison.is_none() && self.durable_end == self.next_ordinal
     }
 
     /// The ordinal the next `append` gets.
@@ -711,6 +742,11 @@ impl ManifestWriter {
         chunk.durable = committing.header;
         chunk.records_hasher = committing.records_hasher;
         self.durable_end = committing.header.end_ordinal();
+        self.durable_position = Some(ManifestPosition {
+            chunk_index: committing.header.chunk_index,
+            chunk_offset: committing.header.committed_end(),
+            record_ordinal: self.durable_end,
+        });
         if committing.record_count > 0 {
             self.push_event(ManifestEvent::Committed {
                 durable_ordinal: self.durable_end - 1,
@@ -893,6 +929,16 @@ impl ManifestWriter {
         assert_eq!(self.buffered.is_empty(), self.buffered_bytes == 0);
         assert!(self.commit_target_end <= self.next_ordinal);
         assert!(self.durable_end <= self.next_ordinal);
+        if let Some(position) = &self.durable_position {
+            assert_eq!(
+                position.record_ordinal, self.durable_end,
+                "the durable position ends at the durable ordinal"
+            );
+            assert!(
+                position.chunk_index < self.next_chunk_index.max(1),
+                "the durable position lies in a chunk already created"
+            );
+        }
         assert!(
             !(self.ready.is_some() && self.outstanding.is_some()),
             "one request at a time"
@@ -1325,6 +1371,44 @@ pub(crate) mod tests {
             assert_eq!(decoded.commit.unwrap().flags.sealed, index < 2);
         }
         assert_eq!(decoded_records(&disk.files).len(), total as usize);
+    }
+
+    #[test]
+    fn durable_position_follows_commits_and_a_snapshot_there_replays_the_same() {
+        let mut disk = MemDisk::default();
+        let mut writer = new_writer(small_config(), &mut disk);
+        assert_eq!(writer.durable_position(), Some(ManifestPosition::START));
+        assert!(writer.is_caught_up());
+        let record = custom(1000);
+        let per_chunk =
+            (MANIFEST_CHUNK_BYTES_MIN - MANIFEST_CHUNK_HEADER_AREA_BYTES) / record.frame_length();
+        let total = u64::from(per_chunk * 2 + 3);
+        for _ in 0..total {
+            writer.append(1, &record).unwrap();
+        }
+        assert!(!writer.is_caught_up(), "appended, not durable");
+        assert_eq!(writer.durable_position(), Some(ManifestPosition::START));
+        writer.commit(1).unwrap();
+        disk.run(&mut writer, 1);
+        assert!(writer.is_caught_up());
+        let position = writer.durable_position().unwrap();
+        let last = decode_chunk(2, &chunk_files(&disk.files)[2].1)
+            .commit
+            .unwrap();
+        assert_eq!(
+            position,
+            ManifestPosition {
+                chunk_index: 2,
+                chunk_offset: last.committed_end(),
+                record_ordinal: total,
+            }
+        );
+        let full = replay_files(&disk.files, None);
+        assert_eq!(full.position, position, "replay ends where the writer says");
+        let snapshot = Snapshot::new(0, position, full.index.clone()).unwrap();
+        let from_snapshot = replay_files(&disk.files, Some(snapshot));
+        assert_eq!(from_snapshot.index, full.index);
+        assert_eq!(from_snapshot.figures.records_applied, 0);
     }
 
     #[test]

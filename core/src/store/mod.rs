@@ -65,6 +65,12 @@
 //! hydration of a cold segment (`WouldBlock(Hydration)`, or a parked read with
 //! `mode.wait`); tail followers park at the durable end. See `store/read.rs`.
 //!
+//! # Upkeep
+//!
+//! Retention (`retention.rs`), snapshots and the Tier 2 copies of sealed manifest
+//! chunks (`snapshot.rs`) and the metrics snapshot (`metrics.rs`) live in child
+//! modules; each module doc states its flow and invariants.
+//!
 //! **Invariants** (checked by [`Store::check_invariants`], which also runs every
 //! component's own `check_invariants`)
 //! - Every global id in the route table is below the next global id; the outbox holds
@@ -93,7 +99,7 @@ use crate::manifest::writer::{
     ManifestError, ManifestEvent, ManifestWriter, ManifestWriterConfig, WriterStart,
 };
 use crate::names::{
-    NameError, SegmentKey, StreamName, artifact_path, manifest_dir, segment_object_key,
+    NameError, ObjectKey, SegmentKey, StreamName, artifact_path, manifest_dir, segment_object_key,
     segment_path, segments_dir,
 };
 use crate::retry::DetRng;
@@ -106,8 +112,11 @@ use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
 
+mod metrics;
 mod read;
 mod recovery;
+mod retention;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -117,11 +126,17 @@ pub use read::{ReadMetricsSnapshot, ReadMode};
 pub use recovery::{LOG_TARGET_STORE, RecoveryEvent, RecoverySummary};
 use recovery::{Recovering, RecoveryOp};
 
+pub use metrics::{
+    ManifestFigures, RetentionFigures, SegmentCounts, SnapshotFigures, StoreMetrics, StreamMetrics,
+};
+
 /// Everything a [`Store`] needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreConfig {
     pub tier0: Tier0CacheConfig,
     pub tier1: Tier1Config,
+    /// Transfers, and the retention policy (`tier2.retention`; keeps everything by
+    /// default).
     pub tier2: Tier2Config,
     pub stream: StreamConfig,
     pub manifest: ManifestWriterConfig,
@@ -130,6 +145,31 @@ pub struct StoreConfig {
     /// Recovery ignores snapshots and replays every manifest chunk from the first
     /// (the operator's log-only bootstrap, `AOF2_MANIFEST_LOG_ONLY`).
     pub manifest_log_only: bool,
+    /// A stream is snapshotted once it journaled this many manifest records since its
+    /// last snapshot (`0..=STORE_SNAPSHOT_EVERY_RECORDS_MAX`, 0 = off; default
+    /// 10 000).
+    pub snapshot_every_records: u64,
+    /// A stream that journaled records is snapshotted this long after its last
+    /// snapshot (0 = off, else
+    /// `STORE_SNAPSHOT_INTERVAL_MS_MIN..=STORE_SNAPSHOT_INTERVAL_MS_MAX`; default
+    /// 30 minutes).
+    pub snapshot_interval_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            tier0: Tier0CacheConfig::default(),
+            tier1: Tier1Config::default(),
+            tier2: Tier2Config::default(),
+            stream: StreamConfig::default(),
+            manifest: ManifestWriterConfig::default(),
+            rng_seed: 0,
+            snapshot_every_records: crate::limits::STORE_SNAPSHOT_EVERY_RECORDS_DEFAULT,
+            snapshot_interval_ms: crate::limits::STORE_SNAPSHOT_INTERVAL_MS_DEFAULT,
+            manifest_log_only: false,
+        }
+    }
 }
 
 impl StoreConfig {
@@ -146,7 +186,7 @@ impl StoreConfig {
         self.manifest
             .validate()
             .map_err(|e| config("manifest", &e))?;
-        Ok(())
+        self.validate_snapshot_knobs()
     }
 }
 
@@ -180,6 +220,12 @@ pub enum StoreCommand {
     },
     /// Flushes everything and commits the manifests; replied `Closed` once done.
     Close,
+    /// Replied `Metrics` at once.
+    Metrics,
+    /// Takes a snapshot of the stream's manifest index; replied `Snapshot` once the
+    /// snapshot file is durable locally, uploaded to Tier 2 and its `SnapshotMarker`
+    /// is committed.
+    Snapshot { stream: StreamName },
 }
 
 /// The store's answer to one command.
@@ -200,6 +246,16 @@ pub enum StoreReply {
     Closed,
     Sealed {
         segment_id: Option<SegmentId>,
+    },
+    Metrics(Box<StoreMetrics>),
+    /// A snapshot covering every manifest record below `record_ordinal`, which ends at
+    /// (`chunk_index`, `chunk_offset`), is durable locally and in Tier 2, and its
+    /// marker is committed.
+    Snapshot {
+        snapshot_id: u64,
+        chunk_index: u64,
+        chunk_offset: u64,
+        record_ordinal: u64,
     },
     /// Normal backpressure: retry later.
     WouldBlock(BackpressureKind),
@@ -277,6 +333,15 @@ pub enum StoreError {
     },
     #[error("stream {stream:?} failed: {reason}")]
     StreamFailed { stream: String, reason: String },
+    #[error("snapshot {snapshot_id} of stream {stream:?} failed at {step}: {reason}")]
+    SnapshotFailed {
+        stream: String,
+        snapshot_id: u64,
+        step: &'static str,
+        reason: String,
+    },
+    #[error("stream {stream:?} already has {limit} snapshot commands waiting: retry later")]
+    SnapshotWaitersFull { stream: String, limit: usize },
 }
 
 /// Which component a global id belongs to.
@@ -316,6 +381,10 @@ enum StoreOp {
     },
     /// A step of reopening an existing stream (see `recovery`).
     Recovery(RecoveryOp),
+    /// A step of writing the snapshot file.
+    Snapshot(snapshot::SnapshotStep),
+    /// A step of copying a sealed manifest chunk to Tier 2 or removing it locally.
+    Chunk(u64, snapshot::ChunkStep),
 }
 
 /// Work that waits for a manifest record to be committed.
@@ -325,6 +394,10 @@ enum AfterCommit {
     Sealed { segment_id: SegmentId, bytes: u64 },
     /// `UploadDone` is durable: the local copies may go.
     Uploaded { segment_id: SegmentId },
+    /// `Tier2DeleteQueued` is durable: retention may delete the segment's copies.
+    RetentionQueued { segment_id: SegmentId },
+    /// `SnapshotMarker` is durable: the snapshot is complete.
+    SnapshotMarked { snapshot_id: u64 },
 }
 
 // `Ready` is the common, long-lived state; boxing it would only add an indirection.
@@ -368,6 +441,10 @@ struct StreamEntry {
     replay_figures: Option<ReplayFigures>,
     /// What reopening the stream found and did.
     recovery: Option<RecoverySummary>,
+    /// Retention: start offset, deletions under way.
+    retention: retention::RetentionState,
+    /// Snapshots and the Tier 2 copies of sealed manifest chunks.
+    snapshots: snapshot::SnapshotState,
 }
 
 /// The coordinator. See the module doc.
@@ -509,6 +586,8 @@ impl Store {
                 after_commit: VecDeque::new(),
                 replay_figures: None,
                 recovery: None,
+                retention: retention::RetentionState::default(),
+                snapshots: snapshot::SnapshotState::new(self.now_ms),
             },
         );
         let path = manifest_dir(&stream);
@@ -710,10 +789,17 @@ impl Store {
                         tier: Tier::Tier0,
                     };
                     self.journal(now_ms, &stream, &record);
+                    self.drive_deletion(now_ms, &stream, segment_id);
                 } else {
                     let error = failed("fsync segments directory", format!("{completion:?}"));
                     self.fail_stream(&stream, error);
                 }
+            }
+            (StoreOp::Snapshot(step), completion) => {
+                self.snapshot_io_done(now_ms, &stream, step, completion);
+            }
+            (StoreOp::Chunk(chunk_index, step), completion) => {
+                self.chunk_io_done(now_ms, &stream, chunk_index, step, completion);
             }
             (op, completion) => {
                 let error = failed(
@@ -726,7 +812,9 @@ impl Store {
                         | StoreOp::SyncSegmentsDir(_)
                         | StoreOp::LoadRecordIndex { .. }
                         | StoreOp::ReadRecord { .. }
-                        | StoreOp::Recovery(_) => unreachable!("matched above"),
+                        | StoreOp::Recovery(_)
+                        | StoreOp::Snapshot(_)
+                        | StoreOp::Chunk(..) => unreachable!("matched above"),
                     },
                     format!("{completion:?}"),
                 );
@@ -752,6 +840,7 @@ impl Store {
         let mut tokens: Vec<CommandToken> = entry.open_token.take().into_iter().collect();
         tokens.extend(entry.durable_waiters.drain(..).map(|(token, _)| token));
         tokens.extend(entry.flush_waiters.drain(..).map(|(token, _)| token));
+        tokens.extend(entry.snapshots.take_waiters());
         entry.phase = Phase::Failed(error.clone());
         for token in tokens {
             self.reply(token, StoreReply::Error(error.clone()));
@@ -790,6 +879,7 @@ impl Store {
                 self.route(Route::Tier2(local), request);
                 moved = true;
             }
+            moved |= self.start_due_snapshots(now_ms);
             if !moved {
                 break;
             }
@@ -1006,7 +1096,9 @@ impl Store {
                     self.run_after_commit(now_ms, name, work);
                 }
             }
-            ManifestEvent::ChunkSealed { .. } => {}
+            ManifestEvent::ChunkSealed { chunk_index, path } => {
+                self.chunk_sealed(name, chunk_index, path);
+            }
             ManifestEvent::Poisoned { error } => {
                 let error = StoreError::Manifest {
                     stream: name.as_str().to_owned(),
@@ -1050,12 +1142,20 @@ impl Store {
                     );
                     self.journal(now_ms, name, &record);
                 }
+                self.run_retention(now_ms, name);
             }
             AfterCommit::Uploaded { segment_id } => {
                 let key = SegmentKey::new(name.clone(), segment_id);
                 // Not resident (already evicted) is fine.
                 let _ = self.tier0.mark_durable_elsewhere(&key);
                 self.tier1.mark_uploaded(&key);
+                self.upload_committed(now_ms, name, segment_id);
+            }
+            AfterCommit::RetentionQueued { segment_id } => {
+                self.deletion_committed(now_ms, name, segment_id);
+            }
+            AfterCommit::SnapshotMarked { snapshot_id } => {
+                self.snapshot_marked(now_ms, name, snapshot_id);
             }
         }
     }
@@ -1156,6 +1256,14 @@ impl Store {
                 };
                 self.hydration_ended(&key, source, Err(error));
             }
+            Tier1Event::Evicted { key, .. } => {
+                let record = ManifestRecord::LocalEvicted {
+                    segment_id: key.segment_id,
+                    tier: Tier::Tier1,
+                };
+                self.journal(now_ms, &key.stream, &record);
+                self.drive_deletion(now_ms, &key.stream, key.segment_id);
+            }
             _ => {}
         }
     }
@@ -1194,50 +1302,57 @@ impl Store {
     fn handle_tier2_event(&mut self, now_ms: u64, event: Tier2Event) {
         match event {
             Tier2Event::UploadStarted {
-                segment,
+                object: ObjectKey::Segment { stream, segment_id },
                 key,
                 attempt,
             } => {
                 let record = ManifestRecord::UploadStarted {
-                    segment_id: segment.segment_id,
+                    segment_id,
                     key,
                     attempt,
                 };
-                self.journal(now_ms, &segment.stream, &record);
+                self.journal(now_ms, &stream, &record);
             }
             Tier2Event::UploadSucceeded {
-                segment,
+                object: ObjectKey::Segment { stream, segment_id },
                 key,
                 etag,
                 object_bytes,
                 ..
             } => {
                 let record = ManifestRecord::UploadDone {
-                    segment_id: segment.segment_id,
+                    segment_id,
                     key,
                     etag: etag.unwrap_or_default(),
                     object_bytes,
                 };
-                if let Some(ordinal) = self.journal(now_ms, &segment.stream, &record) {
-                    let work = AfterCommit::Uploaded {
-                        segment_id: segment.segment_id,
-                    };
-                    self.after_commit(&segment.stream, ordinal, work);
+                if let Some(ordinal) = self.journal(now_ms, &stream, &record) {
+                    self.upload_journaled(&stream, segment_id);
+                    let work = AfterCommit::Uploaded { segment_id };
+                    self.after_commit(&stream, ordinal, work);
                 }
             }
             Tier2Event::UploadFailed {
-                segment,
+                object: ObjectKey::Segment { stream, segment_id },
                 key,
                 reason,
                 attempts,
             } => {
                 let record = ManifestRecord::UploadFailed {
-                    segment_id: segment.segment_id,
+                    segment_id,
                     key,
                     reason: reason.reason_code(),
                     attempt: attempts,
                 };
-                self.journal(now_ms, &segment.stream, &record);
+                self.journal(now_ms, &stream, &record);
+            }
+            Tier2Event::UploadSucceeded { ref object, .. }
+            | Tier2Event::UploadFailed { ref object, .. } => {
+                let succeeded = matches!(event, Tier2Event::UploadSucceeded { .. });
+                self.object_upload_ended(now_ms, object.clone(), succeeded, &event);
+            }
+            Tier2Event::Deleted { .. } | Tier2Event::DeleteFailed { .. } => {
+                self.delete_ended(now_ms, &event);
             }
             _ => {}
         }
@@ -1259,6 +1374,7 @@ impl Store {
                         && entry.durable_waiters.is_empty()
                         && entry.flush_waiters.is_empty()
                         && entry.after_commit.is_empty()
+                        && entry.snapshots.is_idle()
                 }
                 Phase::Failed(_) => true,
                 Phase::Probing | Phase::CreatingDirs(_) | Phase::Recovering(_) => false,
@@ -1315,6 +1431,11 @@ impl Machine for Store {
                 self.close_tokens.push(token);
                 self.start_close(now_ms);
             }
+            StoreCommand::Metrics => {
+                let metrics = Box::new(self.metrics());
+                self.reply(token, StoreReply::Metrics(metrics));
+            }
+            StoreCommand::Snapshot { stream } => self.request_snapshot(token, &stream),
         }
         self.pump(now_ms);
     }
@@ -1385,6 +1506,7 @@ impl Machine for Store {
         streams
             .chain(self.tier1.poll_timeout())
             .chain(self.tier2.poll_timeout())
+            .chain(self.upkeep_deadline())
             .min()
     }
 
@@ -1410,6 +1532,7 @@ impl Machine for Store {
         if self.tier2.poll_timeout().is_some_and(|at| at <= now_ms) {
             self.tier2.handle_timeout(now_ms);
         }
+        self.handle_upkeep_timeout(now_ms);
         self.pump(now_ms);
     }
 
@@ -1474,6 +1597,8 @@ impl Machine for Store {
                         "after-commit work left behind its commit"
                     );
                 }
+                self.check_retention_invariants(name, entry, stream, index);
+                self.check_snapshot_invariants(name, entry, manifest, index);
             } else {
                 if let Phase::Recovering(recovering) = &entry.phase {
                     recovering.check_invariants(name);

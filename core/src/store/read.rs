@@ -250,12 +250,13 @@ fn sealed_segment_of(index: &ManifestIndex, offset: u64) -> Option<&SegmentEntry
     }
 }
 
-/// Offset of the stream's first readable record: the base of its oldest segment.
+/// Offset of the stream's first readable record per its manifest: the base of its
+/// oldest segment not queued for deletion (0 for an empty index).
 pub(super) fn start_offset_of(index: &ManifestIndex) -> u64 {
     index
         .segments()
         .values()
-        .next()
+        .find(|entry| entry.jobs.tier2_delete.is_none())
         .map_or(0, |entry| entry.base_offset)
 }
 
@@ -322,7 +323,9 @@ impl Store {
             Phase::Failed(error) => return Err(error.clone()),
             _ => return Err(StoreError::Opening(name())),
         };
-        let start_offset = start_offset_of(index);
+        let start_offset = self
+            .start_offset(stream)
+            .expect("a ready stream has a start offset");
         if offset < start_offset {
             return Err(StoreError::OffsetBelowStart {
                 stream: name(),

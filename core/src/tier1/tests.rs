@@ -1793,3 +1793,86 @@ fn the_smallest_budget_is_the_limit() {
     };
     new_cache(config).check_invariants();
 }
+
+#[test]
+fn evict_now_removes_an_uploaded_artifact_within_budget_and_then_forgets_it() {
+    let mut cache = new_cache(test_config());
+    let mut world = World::new(CpuMode::Real);
+    let [a, b] = [0, 1].map(|id| key("s", id));
+    add_artifact(&mut cache, &mut world, 0, &a, 100 * KIB);
+    add_artifact(&mut cache, &mut world, 1, &b, 100 * KIB);
+    assert!(poll_all(&mut cache).is_empty(), "well within budget");
+    // Not in Tier 2 yet: refused, the artifact stays.
+    assert!(matches!(
+        cache.evict_now(2, &a),
+        Err(Tier1Error::NotEvictable { .. })
+    ));
+    assert!(poll_all(&mut cache).is_empty());
+    cache.mark_uploaded(&a);
+    assert!(
+        poll_all(&mut cache).is_empty(),
+        "uploaded, still within budget"
+    );
+    assert_eq!(cache.evict_now(3, &a), Ok(true));
+    cache.check_invariants();
+    assert_eq!(cache.evict_now(3, &a), Ok(false), "already under way");
+    let artifact_a = names::artifact_path(&a.stream, a.segment_id);
+    assert_eq!(
+        step(&mut cache, &mut world, 3),
+        format!("remove {artifact_a}")
+    );
+    assert!(matches!(
+        cache.forget_segment(&a),
+        Err(Tier1Error::Busy { .. })
+    ));
+    step(&mut cache, &mut world, 3);
+    assert_eq!(
+        events(&mut cache),
+        vec![Tier1Event::Evicted {
+            key: a.clone(),
+            bytes: 100 * KIB,
+            dir_synced: true
+        }]
+    );
+    cache.check_invariants();
+    assert!(!world.files.contains_key(&artifact_a));
+    assert_eq!(cache.evict_now(4, &a), Ok(false), "nothing held");
+    cache.forget_segment(&a).unwrap();
+    assert_eq!(cache.residency(&a), None);
+    cache.check_invariants();
+    assert_eq!(cache.metrics().artifacts, 1);
+    assert_eq!(cache.metrics().evictions, 1);
+}
+
+#[test]
+fn evict_now_after_a_failed_removal_waits_for_the_backoff() {
+    let mut cache = new_cache(test_config());
+    let mut world = World::new(CpuMode::Real);
+    let a = key("s", 0);
+    add_artifact(&mut cache, &mut world, 0, &a, 100 * KIB);
+    cache.mark_uploaded(&a);
+    assert_eq!(cache.evict_now(1, &a), Ok(true));
+    let request = step_with(&mut cache, 1, disk_failed(DiskErrorKind::Io));
+    assert!(request.starts_with("remove "), "{request}");
+    assert!(matches!(
+        events(&mut cache).as_slice(),
+        [Tier1Event::EvictionFailed { attempt: 1, .. }]
+    ));
+    assert!(matches!(
+        cache.evict_now(1, &a),
+        Err(Tier1Error::NotEvictable { .. })
+    ));
+    let now_ms = cache.poll_timeout().unwrap();
+    cache.handle_timeout(now_ms);
+    assert!(
+        poll_all(&mut cache).is_empty(),
+        "within budget: no eviction of its own"
+    );
+    assert_eq!(cache.evict_now(now_ms, &a), Ok(true));
+    run_until_idle(&mut cache, &mut world, now_ms);
+    assert!(matches!(
+        events(&mut cache).as_slice(),
+        [Tier1Event::Evicted { .. }]
+    ));
+    cache.check_invariants();
+}

@@ -1,0 +1,609 @@
+//! Retention, snapshots, manifest chunk copies and metrics of the store, driven by the
+//! real `driver::run` over `MemoryPorts` (with an object store and a disk that fail on
+//! demand), with every component's invariants checked after every step.
+//!
+//! **Invariants checked**
+//! - Retention deletes the oldest segments from every tier (segment file, artifact,
+//!   object), advances the start offset, and the metrics count it.
+//! - A failed Tier 2 delete is retried and ends in a deletion.
+//! - Snapshots land locally and in Tier 2 (the same bytes) and decode to the index the
+//!   store holds; a failed snapshot write journals no marker.
+//! - Every sealed manifest chunk is in Tier 2; old local chunk files are pruned.
+
+use aof2_core::driver::{
+    CommandSender, DiskPort, DriverLimits, Machine, ObjectStorePort, command_channel, run,
+};
+use aof2_core::io::{DiskErrorKind, LocalPath, ObjectErrorKind, ObjectMeta, PutMode};
+use aof2_core::manifest::chunk::decode_chunk;
+use aof2_core::manifest::snapshot::Snapshot;
+use aof2_core::memory_ports::{MemoryDisk, MemoryObjectStore, MemoryPorts};
+use aof2_core::names::StreamName;
+use aof2_core::store::{Store, StoreCommand, StoreConfig, StoreError, StoreMetrics, StoreReply};
+use aof2_core::tier2::RetentionPolicy;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::executor::block_on;
+use futures::future::join;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+fn limits() -> DriverLimits {
+    DriverLimits {
+        check_invariants: true,
+        ..DriverLimits::default()
+    }
+}
+
+fn name(text: &str) -> StreamName {
+    StreamName::new(text).unwrap()
+}
+
+/// Fails the next `failures` deletes.
+struct FlakyObjects {
+    inner: Arc<MemoryObjectStore>,
+    delete_failures: AtomicU32,
+}
+
+#[async_trait]
+impl ObjectStorePort for FlakyObjects {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> Result<Option<String>, ObjectErrorKind> {
+        self.inner.put(key, bytes, mode).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, ObjectErrorKind> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<(Bytes, u64), ObjectErrorKind> {
+        self.inner.get_range(key, start, end).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectMeta, ObjectErrorKind> {
+        self.inner.head(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), ObjectErrorKind> {
+        let left = self.delete_failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.delete_failures.store(left - 1, Ordering::SeqCst);
+            return Err(ObjectErrorKind::Permanent);
+        }
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectErrorKind> {
+        self.inner.list(prefix).await
+    }
+}
+
+/// Fails the fsync of every snapshot temp file while `snapshot_sync_failures` > 0.
+struct FlakyDisk {
+    inner: Arc<MemoryDisk>,
+    snapshot_sync_failures: AtomicU32,
+}
+
+#[async_trait]
+impl DiskPort for FlakyDisk {
+    async fn create(&self, path: &LocalPath) -> Result<(), DiskErrorKind> {
+        self.inner.create(path).await
+    }
+    async fn create_dir(&self, path: &LocalPath) -> Result<(), DiskErrorKind> {
+        self.inner.create_dir(path).await
+    }
+    async fn write_at(
+        &self,
+        path: &LocalPath,
+        offset: u64,
+        bytes: Bytes,
+    ) -> Result<(), DiskErrorKind> {
+        self.inner.write_at(path, offset, bytes).await
+    }
+    async fn read_at(
+        &self,
+        path: &LocalPath,
+        offset: u64,
+        length: u64,
+    ) -> Result<Bytes, DiskErrorKind> {
+        self.inner.read_at(path, offset, length).await
+    }
+    async fn truncate(&self, path: &LocalPath, length: u64) -> Result<(), DiskErrorKind> {
+        self.inner.truncate(path, length).await
+    }
+    async fn sync_file(&self, path: &LocalPath) -> Result<(), DiskErrorKind> {
+        if path.to_string().ends_with(".snap.tmp") {
+            let left = self.snapshot_sync_failures.load(Ordering::SeqCst);
+            if left > 0 {
+                self.snapshot_sync_failures
+                    .store(left - 1, Ordering::SeqCst);
+                return Err(DiskErrorKind::Io);
+            }
+        }
+        self.inner.sync_file(path).await
+    }
+    async fn sync_dir(&self, path: &LocalPath) -> Result<(), DiskErrorKind> {
+        self.inner.sync_dir(path).await
+    }
+    async fn rename(&self, from: &LocalPath, to: &LocalPath) -> Result<(), DiskErrorKind> {
+        self.inner.rename(from, to).await
+    }
+    async fn remove(&self, path: &LocalPath) -> Result<(), DiskErrorKind> {
+        self.inner.remove(path).await
+    }
+    async fn list(&self, path: &LocalPath) -> Result<Vec<String>, DiskErrorKind> {
+        self.inner.list(path).await
+    }
+    async fn length(&self, path: &LocalPath) -> Result<u64, DiskErrorKind> {
+        self.inner.length(path).await
+    }
+}
+
+/// Memory ports whose object store fails `delete_failures` deletes and whose disk
+/// fails `snapshot_sync_failures` snapshot fsyncs.
+fn flaky_ports(delete_failures: u32, snapshot_sync_failures: u32) -> MemoryPorts {
+    let mut memory = MemoryPorts::new(10_000, 4);
+    memory.ports.object_store = Arc::new(FlakyObjects {
+        inner: memory.object_store.clone(),
+        delete_failures: AtomicU32::new(delete_failures),
+    });
+    memory.ports.disk = Arc::new(FlakyDisk {
+        inner: memory.disk.clone(),
+        snapshot_sync_failures: AtomicU32::new(snapshot_sync_failures),
+    });
+    memory
+}
+
+async fn append(sender: &CommandSender<Store>, stream: &str, payload: Bytes) -> u64 {
+    for _ in 0..100_000 {
+        match sender
+            .call(StoreCommand::Append {
+                stream: name(stream),
+                payload: payload.clone(),
+                ext_id: None,
+                wait: false,
+            })
+            .await
+            .unwrap()
+        {
+            StoreReply::Appended(offset) => return offset,
+            StoreReply::WouldBlock(_) => {}
+            other => panic!("append failed: {other:?}"),
+        }
+    }
+    panic!("append stayed blocked");
+}
+
+async fn metrics(sender: &CommandSender<Store>) -> StoreMetrics {
+    match sender.call(StoreCommand::Metrics).await.unwrap() {
+        StoreReply::Metrics(metrics) => *metrics,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Asks for metrics until `done` holds (each call lets the driver run completions).
+async fn metrics_until(
+    sender: &CommandSender<Store>,
+    done: impl Fn(&StoreMetrics) -> bool,
+) -> StoreMetrics {
+    let mut last = None;
+    for _ in 0..20_000 {
+        let metrics = metrics(sender).await;
+        if done(&metrics) {
+            return metrics;
+        }
+        last = Some(metrics);
+    }
+    panic!("the store never reached the expected state: {last:#?}");
+}
+
+/// No compression or upload is waiting or running.
+fn pipeline_idle(metrics: &StoreMetrics) -> bool {
+    metrics.tier1.compression_queue_depth == 0
+        && metrics.tier1.compressions_in_flight == 0
+        && metrics.tier2.upload_queue_depth == 0
+        && metrics.tier2.delete_queue_depth == 0
+}
+
+fn big(i: u64) -> Bytes {
+    Bytes::from(format!("{i:08}").repeat(512))
+}
+
+fn segment_ids(keys: &[String], prefix: &str, suffix: &str) -> Vec<u64> {
+    keys.iter()
+        .filter_map(|key| key.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
+        .collect()
+}
+
+async fn open(sender: &CommandSender<Store>, stream: &str) {
+    let opened = sender
+        .call(StoreCommand::OpenStream {
+            name: stream.into(),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(opened, StoreReply::Opened { .. }), "{opened:?}");
+}
+
+#[test]
+fn retention_by_size_deletes_the_oldest_segments_from_every_tier() {
+    // Two delete failures: the first deletes are retried before they succeed.
+    let memory = flaky_ports(2, 0);
+    let mut config = StoreConfig::default();
+    config.stream.segment_target_bytes = 64 * 1024;
+    config.tier2.retention = RetentionPolicy {
+        max_age_ms: None,
+        max_bytes: Some(8 * 1024),
+    };
+    config.snapshot_interval_ms = 0;
+    config.snapshot_every_records = 0;
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let calls = async move {
+        open(&sender, "big").await;
+        for i in 0..400u64 {
+            assert_eq!(append(&sender, "big", big(i)).await, i);
+        }
+        sender
+            .call(StoreCommand::Flush {
+                stream: name("big"),
+            })
+            .await
+            .unwrap();
+        // Wait until every sealed segment is uploaded and retention has settled.
+        let settled = metrics_until(&sender, |metrics| {
+            let stream = &metrics.streams["big"];
+            stream.flush.segments_sealed > 0
+                && stream.retention.segments_deleted > 0
+                && stream.retention.deletes_pending == 0
+                && pipeline_idle(metrics)
+        })
+        .await;
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+        settled
+    };
+    let (store, settled) = block_on(join(driver, calls));
+    store.check_invariants();
+    let stream = &settled.streams["big"];
+    let objects = memory.object_store.keys();
+    let paths = memory.disk.paths();
+    let remaining = segment_ids(&objects, "segments/big/", ".zst");
+    let deleted = stream.retention.segments_deleted;
+    assert!(deleted >= 2, "{stream:?}");
+    // The oldest went, the rest stayed: objects, files and artifacts alike.
+    let first_kept = *remaining.iter().min().unwrap();
+    assert_eq!(first_kept, deleted, "a prefix was deleted: {remaining:?}");
+    for id in 0..deleted {
+        let file = format!("streams/big/segments/{id:020}.seg");
+        let artifact = format!("streams/big/tier1/{id:020}.zst");
+        assert!(!paths.contains(&file), "{file} is gone");
+        assert!(!paths.contains(&artifact), "{artifact} is gone");
+    }
+    // Within the budget (the active segment holds no object). A segment sealed while
+    // the store was closing is not weighed (retention starts nothing during close), so
+    // the newest object is left out.
+    let newest = *remaining.iter().max().unwrap();
+    let kept_bytes: usize = remaining
+        .iter()
+        .filter(|id| **id != newest)
+        .map(|id| {
+            memory
+                .object_store
+                .object(&format!("segments/big/{id:020}.zst"))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert!(kept_bytes <= 8 * 1024, "{kept_bytes} bytes kept");
+    // The start offset is the first kept segment's base, and the metrics say so.
+    let start = store.start_offset(&name("big")).unwrap();
+    assert!(start > 0);
+    assert_eq!(stream.start_offset, start);
+    assert_eq!(
+        stream.retention.delete_failures, 2,
+        "two failed deletes, retried"
+    );
+    assert_eq!(settled.tier2.delete_failures, 2);
+    assert_eq!(settled.tier2.deletes, deleted);
+    assert_eq!(stream.retention.deletes_abandoned, 0);
+    assert!(stream.retention.bytes_deleted > 0);
+    let segment_objects = remaining.len() as u64 + deleted;
+    let chunk_objects = segment_ids(&objects, "manifest/big/", ".mlog").len() as u64;
+    assert_eq!(
+        settled.tier2.uploads,
+        segment_objects + stream.snapshots.manifest_chunks_uploaded,
+        "uploads: every segment, every chunk"
+    );
+    assert!(chunk_objects >= stream.snapshots.manifest_chunks_uploaded);
+    assert_eq!(
+        stream.segments.total,
+        segment_objects - deleted + 1,
+        "plus the active one"
+    );
+    // The JSON of `aof2-admin dump` names the runbook's fields.
+    let json = serde_json_like(&settled);
+    for field in [
+        "\"upload_retry_attempts\"",
+        "\"activation_queue_depth\"",
+        "\"hydration_queue_depth\"",
+        "\"flush_failures\"",
+        "\"start_offset\"",
+        "\"snapshot_id\"",
+        "\"replay_version\"",
+        "\"replay\":null",
+    ] {
+        assert!(json.contains(field), "{field} in {json}");
+    }
+}
+
+/// The metrics as JSON, as `aof2-admin dump` prints them.
+fn serde_json_like(metrics: &StoreMetrics) -> String {
+    serde_json::to_string(metrics).unwrap()
+}
+
+#[test]
+fn retention_by_age_deletes_every_sealed_segment_once_old() {
+    let memory = MemoryPorts::new(10_000, 4);
+    let mut config = StoreConfig::default();
+    config.stream.segment_target_bytes = 64 * 1024;
+    config.tier2.retention = RetentionPolicy {
+        max_age_ms: Some(10 * 60 * 1000),
+        max_bytes: None,
+    };
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let calls = async move {
+        open(&sender, "aged").await;
+        for i in 0..100u64 {
+            assert_eq!(append(&sender, "aged", big(i)).await, i);
+        }
+        sender
+            .call(StoreCommand::Flush {
+                stream: name("aged"),
+            })
+            .await
+            .unwrap();
+        // The clock jumps whenever the driver idles: everything sealed ages out.
+        let settled = metrics_until(&sender, |metrics| {
+            let stream = &metrics.streams["aged"];
+            stream.retention.segments_deleted > 0
+                && stream.retention.deletes_pending == 0
+                && stream.segments.total == 1
+                && stream.durable_next_offset == 100
+        })
+        .await;
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+        settled
+    };
+    let (store, settled) = block_on(join(driver, calls));
+    store.check_invariants();
+    let stream = &settled.streams["aged"];
+    assert_eq!(
+        stream.start_offset, 100,
+        "every record was in a sealed segment"
+    );
+    assert_eq!(store.start_offset(&name("aged")), Some(100));
+    let objects = memory.object_store.keys();
+    assert!(
+        segment_ids(&objects, "segments/aged/", ".zst").is_empty(),
+        "{objects:?}"
+    );
+    let local: Vec<String> = memory
+        .disk
+        .paths()
+        .into_iter()
+        .filter(|path| path.ends_with(".seg") || path.starts_with("streams/aged/tier1/"))
+        .collect();
+    assert_eq!(local.len(), 1, "only the active segment is left: {local:?}");
+    assert_eq!(stream.retention.segments_deleted, settled.tier2.deletes);
+}
+
+#[test]
+fn snapshots_land_locally_and_in_tier2_and_old_chunks_are_pruned() {
+    // The first snapshot's fsync fails: no marker, an error reply, then a good one.
+    let memory = flaky_ports(0, 1);
+    let mut config = StoreConfig::default();
+    config.stream.segment_target_bytes = 64 * 1024;
+    config.manifest.chunk_capacity_bytes = 16 * 1024;
+    config.snapshot_every_records = 0;
+    config.snapshot_interval_ms = 0;
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let calls = async move {
+        open(&sender, "snap").await;
+        let failed = sender
+            .call(StoreCommand::Snapshot {
+                stream: name("snap"),
+            })
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                failed,
+                StoreReply::Error(StoreError::SnapshotFailed { snapshot_id: 0, .. })
+            ),
+            "{failed:?}"
+        );
+        for i in 0..300u64 {
+            assert_eq!(append(&sender, "snap", big(i)).await, i);
+        }
+        sender
+            .call(StoreCommand::Flush {
+                stream: name("snap"),
+            })
+            .await
+            .unwrap();
+        let before = metrics_until(&sender, |metrics| {
+            let stream = &metrics.streams["snap"];
+            pipeline_idle(metrics) && stream.snapshots.manifest_chunks_uploaded >= 3
+        })
+        .await;
+        let reply = sender
+            .call(StoreCommand::Snapshot {
+                stream: name("snap"),
+            })
+            .await
+            .unwrap();
+        let after = metrics_until(&sender, |metrics| {
+            metrics.streams["snap"].snapshots.manifest_chunks_removed > 0
+                && metrics.tier2.upload_queue_depth == 0
+        })
+        .await;
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+        (before, reply, after)
+    };
+    let (store, (before, reply, after)) = block_on(join(driver, calls));
+    store.check_invariants();
+    let StoreReply::Snapshot {
+        snapshot_id,
+        chunk_index,
+        chunk_offset,
+        record_ordinal,
+    } = reply
+    else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(snapshot_id, 1, "ids grow, the failed one included");
+    let stream = &after.streams["snap"];
+    assert_eq!(stream.snapshots.snapshot_failures, 1);
+    assert_eq!(stream.snapshots.snapshots_taken, 1);
+    assert_eq!(stream.manifest.snapshot_id, Some(1));
+    assert_eq!(stream.manifest.snapshot_chunk_index, Some(chunk_index));
+    // The failed snapshot left no file under its final name and no object.
+    let paths = memory.disk.paths();
+    let objects = memory.object_store.keys();
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.ends_with("00000000000000000000.snap"))
+    );
+    assert!(
+        !objects
+            .iter()
+            .any(|k| k.ends_with("00000000000000000000.snap"))
+    );
+    // The good one: the same bytes locally and in Tier 2, decoding to the position
+    // replied and the index the store held (every record before its marker).
+    let local = memory
+        .disk
+        .file("streams/snap/snapshots/00000000000000000001.snap")
+        .expect("snapshot file");
+    let object = memory
+        .object_store
+        .object("snapshots/snap/00000000000000000001.snap")
+        .expect("snapshot object");
+    assert_eq!(local, object.to_vec());
+    let snapshot = Snapshot::decode(&local).unwrap();
+    assert_eq!(snapshot.snapshot_id(), 1);
+    let position = snapshot.position();
+    assert_eq!(
+        (
+            position.chunk_index,
+            position.chunk_offset,
+            position.record_ordinal
+        ),
+        (chunk_index, chunk_offset, record_ordinal)
+    );
+    let held = store.manifest_index(&name("snap")).unwrap();
+    assert_eq!(snapshot.index().segments(), held.segments());
+    assert_eq!(record_ordinal, before.streams["snap"].manifest.next_ordinal);
+    assert_eq!(
+        held.next_ordinal(),
+        record_ordinal + 1,
+        "then only its marker"
+    );
+    assert_eq!(held.last_snapshot().unwrap().snapshot_id, 1);
+    // Every sealed chunk is in Tier 2; the local ones older than the snapshot's chunk
+    // (and than the newest sealed one) are gone; those left match their copies.
+    let remote = segment_ids(&objects, "manifest/snap/", ".mlog");
+    let local_chunks = segment_ids(&paths, "streams/snap/manifest/", ".mlog");
+    let newest_remote = *remote.iter().max().unwrap();
+    assert_eq!(
+        remote,
+        (0..=newest_remote).collect::<Vec<_>>(),
+        "no chunk missing"
+    );
+    assert!(
+        local_chunks.len() < remote.len() + 1,
+        "{local_chunks:?} vs {remote:?}"
+    );
+    for index in &remote {
+        let key = format!("manifest/snap/{index:020}.mlog");
+        let bytes = memory.object_store.object(&key).unwrap();
+        assert!(
+            decode_chunk(*index, &bytes).commit.unwrap().flags.sealed,
+            "{key}"
+        );
+        let path = format!("streams/snap/manifest/{index:020}.mlog");
+        match memory.disk.file(&path) {
+            Some(file) => assert_eq!(file, bytes.to_vec(), "{path}"),
+            None => assert!(
+                *index < chunk_index.min(newest_remote),
+                "{path} pruned too early"
+            ),
+        }
+    }
+    assert!(stream.snapshots.manifest_chunks_removed > 0);
+}
+
+#[test]
+fn periodic_snapshots_by_record_count() {
+    let memory = MemoryPorts::new(10_000, 4);
+    let mut config = StoreConfig::default();
+    config.stream.segment_target_bytes = 64 * 1024;
+    config.snapshot_every_records = 20;
+    config.snapshot_interval_ms = 0;
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let calls = async move {
+        open(&sender, "p").await;
+        for i in 0..200u64 {
+            assert_eq!(append(&sender, "p", big(i)).await, i);
+        }
+        let settled = metrics_until(&sender, |metrics| {
+            metrics.streams["p"].snapshots.snapshots_taken >= 2
+        })
+        .await;
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+        settled
+    };
+    let (store, settled) = block_on(join(driver, calls));
+    store.check_invariants();
+    let objects = memory.object_store.keys();
+    let ids = segment_ids(&objects, "snapshots/p/", ".snap");
+    assert!(ids.len() >= 2, "{objects:?}");
+    let mut last_ordinal = 0;
+    for id in ids {
+        let path = format!("streams/p/snapshots/{id:020}.snap");
+        let local = memory.disk.file(&path).unwrap();
+        let key = format!("snapshots/p/{id:020}.snap");
+        assert_eq!(local, memory.object_store.object(&key).unwrap().to_vec());
+        let snapshot = Snapshot::decode(&local).unwrap();
+        assert_eq!(snapshot.snapshot_id(), id);
+        assert!(
+            snapshot.position().record_ordinal > last_ordinal,
+            "snapshots move on"
+        );
+        last_ordinal = snapshot.position().record_ordinal;
+    }
+    assert!(settled.streams["p"].manifest.snapshot_id.is_some());
+}
