@@ -33,7 +33,7 @@
 
 use aof2_core::manifest::writer::{ConfigError as ManifestConfigError, ManifestWriterConfig};
 use aof2_core::retry::{Jitter, RetryConfigError, RetryPolicy};
-use aof2_core::store::StoreConfig;
+use aof2_core::store::{StoreConfig, StoreError};
 use aof2_core::stream::{FlushPolicy, StreamConfig, StreamConfigError};
 use aof2_core::tier0::{Tier0CacheConfig, Tier0ConfigError};
 use aof2_core::tier1::{Tier1Config, Tier1ConfigError};
@@ -381,6 +381,11 @@ pub struct ManifestSection {
     /// env `AOF2_MANIFEST_LOG_ONLY`): recovery ignores snapshots and replays every
     /// chunk (`StoreConfig::manifest_log_only`).
     pub log_only: bool,
+    /// Snapshot a stream after this many manifest records (0 = off).
+    pub snapshot_every_records: u64,
+    /// Snapshot a stream this long after its last snapshot ("0s" = off).
+    #[serde(with = "duration")]
+    pub snapshot_interval: Duration,
 }
 
 impl Default for ManifestSection {
@@ -390,6 +395,8 @@ impl Default for ManifestSection {
             chunk_capacity_bytes: u64::from(core.chunk_capacity_bytes),
             rotation_period: Duration::from_millis(core.rotation_period_ms),
             log_only: false,
+            snapshot_every_records: StoreConfig::default().snapshot_every_records,
+            snapshot_interval: Duration::from_millis(StoreConfig::default().snapshot_interval_ms),
         }
     }
 }
@@ -935,11 +942,32 @@ impl AofManagerConfig {
             manifest: self.manifest_config()?,
             rng_seed: self.store.rng_seed,
             manifest_log_only: self.manifest_log_only(),
+            snapshot_every_records: self.manifest.snapshot_every_records,
+            snapshot_interval_ms: millis(
+                "manifest.snapshot_interval",
+                self.manifest.snapshot_interval,
+            )?,
         };
-        // Every part passed above; this is the same check the store runs.
-        config
-            .validate()
-            .map_err(|error| invalid("store", "(whole store)", error.to_string()))?;
+        // Every part passed above but the snapshot knobs; this is the store's own check.
+        config.validate().map_err(|error| match &error {
+            StoreError::Config {
+                what: "snapshot_every_records",
+                ..
+            } => invalid(
+                "manifest.snapshot_every_records",
+                self.manifest.snapshot_every_records.to_string(),
+                error.to_string(),
+            ),
+            StoreError::Config {
+                what: "snapshot_interval_ms",
+                ..
+            } => invalid(
+                "manifest.snapshot_interval",
+                duration_text(self.manifest.snapshot_interval),
+                error.to_string(),
+            ),
+            _ => invalid("store", "(whole store)", error.to_string()),
+        })?;
         Ok(config)
     }
 

@@ -37,7 +37,7 @@ use aof2_core::backpressure::BackpressureKind;
 use aof2_core::driver::{CommandSender, DriverLimits, command_channel, run};
 use aof2_core::names::{NameError, StreamName};
 use aof2_core::segment::StoredRecord;
-use aof2_core::store::{ReadMode, Store, StoreCommand, StoreError, StoreReply};
+use aof2_core::store::{ReadMode, Store, StoreCommand, StoreError, StoreMetrics, StoreReply};
 use bytes::Bytes;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -267,6 +267,16 @@ impl AofManager {
         })
     }
 
+    /// The metrics snapshots of every tier and stream (the runbook's
+    /// `Tier0MetricsSnapshot`, `Tier1MetricsSnapshot`, `Tier2MetricsSnapshot`,
+    /// `FlushMetricsSnapshot`, manifest and replay figures, read-path counters).
+    pub fn metrics(&self) -> Result<StoreMetrics, AofError> {
+        match self.shared.call_blocking(StoreCommand::Metrics)? {
+            StoreReply::Metrics(metrics) => Ok(*metrics),
+            other => unreachable!("Metrics is answered Metrics, not {other:?}"),
+        }
+    }
+
     /// Flushes every stream, commits every manifest, waits for the IO under way, and
     /// releases the root.
     pub fn close(mut self) -> Result<(), AofError> {
@@ -456,6 +466,28 @@ impl Stream {
         self.open_reader(offset)
     }
 
+    /// Takes a snapshot of the stream's manifest now: returned once it is durable
+    /// locally and in Tier 2 and its `SnapshotMarker` is committed.
+    pub fn snapshot(&self) -> Result<SnapshotInfo, AofError> {
+        let command = StoreCommand::Snapshot {
+            stream: self.name.clone(),
+        };
+        match self.shared.call_blocking(command)? {
+            StoreReply::Snapshot {
+                snapshot_id,
+                chunk_index,
+                chunk_offset,
+                record_ordinal,
+            } => Ok(SnapshotInfo {
+                snapshot_id,
+                chunk_index,
+                chunk_offset,
+                record_ordinal,
+            }),
+            other => unreachable!("Snapshot is answered Snapshot, not {other:?}"),
+        }
+    }
+
     /// Seals the active segment now; returns its id (`None` if it held no record).
     pub fn seal(&self) -> Result<Option<SegmentId>, AofError> {
         let command = StoreCommand::Seal {
@@ -466,6 +498,16 @@ impl Stream {
             other => unreachable!("Seal is answered Sealed, not {other:?}"),
         }
     }
+}
+
+/// A snapshot taken by [`Stream::snapshot`]: it covers every manifest record below
+/// `record_ordinal`, which end at byte `chunk_offset` of chunk `chunk_index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub snapshot_id: u64,
+    pub chunk_index: u64,
+    pub chunk_offset: u64,
+    pub record_ordinal: u64,
 }
 
 /// Reads records in offset order. [`Reader::next_async`] waits for hydrations and,

@@ -280,6 +280,16 @@ fn bad_values_name_the_key_and_the_value() {
     // (file text, key path, value as written) for each section.
     let cases = [
         (
+            "[manifest]\nsnapshot_interval = \"10ms\"",
+            "manifest.snapshot_interval",
+            "\"10ms\"",
+        ),
+        (
+            "[manifest]\nsnapshot_every_records = 99999999999",
+            "manifest.snapshot_every_records",
+            "99999999999",
+        ),
+        (
             "[store.tier0]\ncluster_max_bytes = 512",
             "store.tier0.cluster_max_bytes",
             "512",

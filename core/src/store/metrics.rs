@@ -30,6 +30,8 @@ pub struct StoreMetrics {
     pub tier0: Tier0MetricsSnapshot,
     pub tier1: Tier1MetricsSnapshot,
     pub tier2: Tier2MetricsSnapshot,
+    /// The read path: hot, sealed and cold reads, hydrations, prefetches, waiters.
+    pub reads: super::ReadMetricsSnapshot,
     /// Every open stream, by name.
     pub streams: BTreeMap<String, StreamMetrics>,
 }
@@ -225,6 +227,7 @@ impl Store {
             tier0: self.tier0.metrics(),
             tier1: self.tier1.metrics(),
             tier2: self.tier2.metrics(),
+            reads: self.reads.metrics(),
             streams,
         }
     }
