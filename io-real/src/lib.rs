@@ -25,3 +25,8 @@ pub mod tier2_store;
 
 pub use runtime::{PortsError, embedded_tier2, ports};
 pub use tier2_store::{S3Settings, Tier2Backend, Tier2Store, Tier2StoreError};
+
+/// `docs/embedding.md`: its examples run as doc tests, so the guide stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/embedding.md")]
+mod embedding_guide {}
