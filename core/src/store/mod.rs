@@ -208,7 +208,8 @@ pub enum StoreCommand {
     Seal { stream: StreamName },
     /// Fsyncs everything appended so far; replied `Durable` once it is.
     Flush { stream: StreamName },
-    /// Replied `Durable` once the record at `offset` is durable.
+    /// Replied `Durable` once the record at `offset` is durable; flushes the stream
+    /// first if it is not (whatever the flush policy).
     WaitDurable { stream: StreamName, offset: u64 },
     /// Reads the durable record at `offset` from whichever tier holds it: replied
     /// `Record`, `WouldBlock(Hydration | Tail)` (unless `mode.wait`), or an error
@@ -634,11 +635,15 @@ impl Store {
         }
     }
 
+    /// Replies once `offset` is durable. Waiting asks for it: if `offset` is not
+    /// durable yet the stream is flushed now, so a flush policy that batches by bytes
+    /// or time never leaves a waiter hanging (like a synchronous write).
     fn wait_durable(&mut self, token: CommandToken, stream: &StreamName, offset: u64) {
+        let now_ms = self.now_ms;
         let result = match self.ready(stream) {
             Err(error) => Err(error),
             Ok(entry) => {
-                let Phase::Ready { stream, .. } = &entry.phase else {
+                let Phase::Ready { stream, .. } = &mut entry.phase else {
                     unreachable!("ready() checked the phase");
                 };
                 let next_offset = stream.next_offset().unwrap_or(stream.durable_next_offset());
@@ -648,6 +653,10 @@ impl Store {
                         offset,
                         next_offset,
                     })
+                } else if offset >= stream.durable_next_offset()
+                    && let Err(error) = stream.flush(now_ms)
+                {
+                    Err(StoreError::Append(error))
                 } else {
                     entry.durable_waiters.push((token, offset));
                     Ok(stream.durable_next_offset())
