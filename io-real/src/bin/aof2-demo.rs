@@ -234,7 +234,6 @@ fn run(args: &Args) -> Result<(), String> {
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99))
     );
-    println!("| appends refused with WouldBlock (retried) | {blocked} |");
     println!(
         "| segments after tiering: Tier 0 / Tier 1 / Tier 2 only | {} / {} / {} (of {}) |",
         segments.resident_in_tier0,
