@@ -1,0 +1,360 @@
+//! `aof2-admin`: the operator's tool for one store root (the runbook's admin commands).
+//!
+//! - `dump`: opens the root, every stream under it (or `--stream`), prints a table of
+//!   Tier 0/1/2 state and per-stream figures, then the whole metrics snapshot as JSON
+//!   (archive it when escalating: it holds residency and queue depths).
+//! - `seal --stream S`, `flush --stream S`: the same as the embedding API's calls.
+//! - `hydrate --stream S --offset N`: brings the segment holding `N` back into Tier 0
+//!   (waiting for it) and prints the record's size.
+//! - `segments list --stream S`: the segments of the stream's manifest, with where
+//!   each one lives (read offline from the manifest chunks).
+//! - `manifest inspect --stream S`: every manifest chunk, its records and the replay
+//!   figures; `manifest check --stream S`: the same replay, exit code 3 if it found
+//!   corruption.
+//!
+//! `dump`, `seal`, `flush` and `hydrate` open the root, so they need the store not to
+//! be running (the root is locked by its manager; the error names the holder).
+//! `segments` and `manifest` only read files and work beside a running store.
+//!
+//! Exit codes: 0 success, 1 an error (the message says what and where), 2 bad usage,
+//! 3 `manifest check` found corruption.
+
+use aof2_io_real::config::{AofManagerConfig, process_env};
+use aof2_io_real::core::manifest::chunk::parse_chunk_file_name;
+use aof2_io_real::core::manifest::index::{Lifecycle, ManifestIndex};
+use aof2_io_real::core::manifest::replay::{ReplayOutcome, Replayer};
+use aof2_io_real::core::names::StreamName;
+use aof2_io_real::manager::AofManager;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aof2-admin",
+    version,
+    about = "Inspect and operate an AOF2 store root"
+)]
+struct Args {
+    /// Store root (default: the config's root).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// Config file (default: `AOF2_CONFIG`, else the embedded default).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A table of Tier 0/1/2 and stream state, then the metrics as JSON.
+    Dump {
+        /// Streams to open (default: every stream under the root).
+        #[arg(long)]
+        stream: Vec<String>,
+    },
+    /// Seals the active segment of a stream.
+    Seal {
+        #[arg(long)]
+        stream: String,
+    },
+    /// Fsyncs everything appended to a stream.
+    Flush {
+        #[arg(long)]
+        stream: String,
+    },
+    /// Brings the segment holding an offset back into Tier 0.
+    Hydrate {
+        #[arg(long)]
+        stream: String,
+        #[arg(long)]
+        offset: u64,
+    },
+    /// The segments of a stream's manifest.
+    Segments {
+        #[command(subcommand)]
+        command: SegmentsCommand,
+    },
+    /// The manifest log of a stream.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SegmentsCommand {
+    /// Every segment with its offsets and residency.
+    List {
+        #[arg(long)]
+        stream: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ManifestCommand {
+    /// Every chunk and the replay figures.
+    Inspect {
+        #[arg(long)]
+        stream: String,
+    },
+    /// Replays the manifest; exit code 3 on corruption.
+    Check {
+        #[arg(long)]
+        stream: String,
+    },
+}
+
+/// Exit code of `manifest check` when the replay found corruption.
+const EXIT_CORRUPT: u8 = 3;
+
+fn config(args: &Args) -> Result<AofManagerConfig, String> {
+    let mut config =
+        AofManagerConfig::load(args.config.as_deref(), &process_env).map_err(|e| e.to_string())?;
+    if let Some(root) = &args.root {
+        config.root = root.clone();
+    }
+    Ok(config)
+}
+
+fn open(args: &Args) -> Result<AofManager, String> {
+    AofManager::open(config(args)?).map_err(|e| e.to_string())
+}
+
+/// The stream names under `<root>/streams`, sorted.
+fn stream_names(root: &Path) -> Result<Vec<String>, String> {
+    let dir = root.join("streams");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(format!("{}: {error}", dir.display())),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        if let Some(name) = entry.file_name().to_str()
+            && StreamName::validate(name).is_ok()
+        {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Replays the manifest chunk files of `stream` under `root`, read-only, printing each
+/// chunk if `verbose`.
+fn replay(root: &Path, stream: &str, verbose: bool) -> Result<ReplayOutcome, String> {
+    let name = StreamName::new(stream).map_err(|e| e.to_string())?;
+    let dir = root.join("streams").join(name.as_str()).join("manifest");
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut chunks = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        if let Some(index) = entry.file_name().to_str().and_then(parse_chunk_file_name) {
+            chunks.push((index, entry.path()));
+        }
+    }
+    chunks.sort();
+    let mut replayer = Replayer::new(None);
+    for (index, path) in &chunks {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let before = replayer.index().next_ordinal();
+        replayer
+            .replay_chunk(0, *index, &bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if verbose {
+            println!(
+                "chunk {index:>6}  {:>9} bytes  records {before}..{}  {}",
+                bytes.len(),
+                replayer.index().next_ordinal(),
+                path.display()
+            );
+        }
+    }
+    Ok(replayer.finish(0))
+}
+
+fn print_segments(index: &ManifestIndex) {
+    println!(
+        "{:>20}  {:>12}  {:>9}  {:>8}  {:<18}  tier2 object",
+        "segment", "base offset", "records", "state", "residency"
+    );
+    for entry in index.segments().values() {
+        let (state, records) = match entry.lifecycle {
+            Lifecycle::Open => ("open", "-".to_owned()),
+            Lifecycle::Sealed(seal) => ("sealed", seal.record_count.to_string()),
+        };
+        let object = entry
+            .tier2_object
+            .as_ref()
+            .map_or("-".to_owned(), |object| object.key.clone());
+        println!(
+            "{:>20}  {:>12}  {:>9}  {:>8}  {:<18}  {object}",
+            entry.segment_id.0,
+            entry.base_offset,
+            records,
+            state,
+            format!("{:?}", entry.residency()),
+        );
+    }
+}
+
+fn run(args: &Args) -> Result<ExitCode, String> {
+    match &args.command {
+        Command::Dump { stream } => {
+            let manager = open(args)?;
+            let names = if stream.is_empty() {
+                stream_names(manager.root())?
+            } else {
+                stream.clone()
+            };
+            for name in &names {
+                manager
+                    .stream(name)
+                    .map_err(|e| format!("stream {name:?}: {e}"))?;
+            }
+            let metrics = manager.metrics().map_err(|e| e.to_string())?;
+            println!("root {}", manager.root().display());
+            println!("| tier | figures |");
+            println!("| --- | --- |");
+            let t0 = &metrics.tier0;
+            println!(
+                "| Tier 0 | {} of {} bytes, {} segments, activation queue {}, evictions {} |",
+                t0.total_bytes,
+                t0.cluster_max_bytes,
+                t0.resident_segments,
+                t0.activation_queue_depth,
+                t0.evictions
+            );
+            let t1 = &metrics.tier1;
+            println!(
+                "| Tier 1 | {} of {} bytes, {} artifacts, hydration queue {}, compression queue {}, hydration p99 {} ms |",
+                t1.total_bytes,
+                t1.max_bytes,
+                t1.artifacts,
+                t1.hydration_queue_depth,
+                t1.compression_queue_depth,
+                t1.hydration_latency_p99_ms
+            );
+            let t2 = &metrics.tier2;
+            println!(
+                "| Tier 2 | uploads {} (queue {}, retries {}), deletes {} (queue {}, retries {}), download failures {} |",
+                t2.uploads,
+                t2.upload_queue_depth,
+                t2.upload_retry_attempts,
+                t2.deletes,
+                t2.delete_queue_depth,
+                t2.delete_retry_attempts,
+                t2.download_failures
+            );
+            println!();
+            println!(
+                "| stream | offsets | segments (T0 / T1 / T2 only / needs recovery) | flush failures |"
+            );
+            println!("| --- | --- | --- | --- |");
+            for (name, stream) in &metrics.streams {
+                let s = &stream.segments;
+                println!(
+                    "| {name} | {}..{} (durable to {}) | {} / {} / {} / {} | {} |",
+                    stream.start_offset,
+                    stream.next_offset,
+                    stream.durable_next_offset,
+                    s.resident_in_tier0,
+                    s.resident_in_tier1,
+                    s.uploaded_to_tier2,
+                    s.needs_recovery,
+                    stream.flush.flush_failures
+                );
+            }
+            println!();
+            let json = serde_json::to_string_pretty(&metrics).map_err(|e| e.to_string())?;
+            println!("{json}");
+            manager.close().map_err(|e| e.to_string())?;
+        }
+        Command::Seal { stream } => {
+            let manager = open(args)?;
+            let sealed = manager
+                .stream(stream)
+                .and_then(|handle| handle.seal())
+                .map_err(|e| format!("stream {stream:?}: {e}"))?;
+            match sealed {
+                Some(segment) => println!("sealed segment {}", segment.0),
+                None => println!("the active segment holds no record: nothing to seal"),
+            }
+            manager.close().map_err(|e| e.to_string())?;
+        }
+        Command::Flush { stream } => {
+            let manager = open(args)?;
+            let durable = manager
+                .stream(stream)
+                .and_then(|handle| handle.flush())
+                .map_err(|e| format!("stream {stream:?}: {e}"))?;
+            println!("durable below offset {durable}");
+            manager.close().map_err(|e| e.to_string())?;
+        }
+        Command::Hydrate { stream, offset } => {
+            let manager = open(args)?;
+            let handle = manager
+                .stream(stream)
+                .map_err(|e| format!("stream {stream:?}: {e}"))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| e.to_string())?;
+            let record = runtime
+                .block_on(handle.read_async(*offset))
+                .map_err(|e| format!("stream {stream:?} offset {offset}: {e}"))?;
+            println!(
+                "offset {} is in Tier 0 ({} payload bytes)",
+                record.offset,
+                record.payload.len()
+            );
+            manager.close().map_err(|e| e.to_string())?;
+        }
+        Command::Segments {
+            command: SegmentsCommand::List { stream },
+        } => {
+            let outcome = replay(&config(args)?.root, stream, false)?;
+            print_segments(&outcome.index);
+        }
+        Command::Manifest { command } => {
+            let (stream, check) = match command {
+                ManifestCommand::Inspect { stream } => (stream, false),
+                ManifestCommand::Check { stream } => (stream, true),
+            };
+            let outcome = replay(&config(args)?.root, stream, !check)?;
+            println!("{:#?}", outcome.figures);
+            for corruption in &outcome.corruptions {
+                println!("corruption: {corruption}");
+            }
+            if outcome.figures.corruption_events > 0 {
+                println!(
+                    "manifest of {stream:?}: {} corruption events",
+                    outcome.figures.corruption_events
+                );
+                if check {
+                    return Ok(ExitCode::from(EXIT_CORRUPT));
+                }
+            } else if check {
+                println!(
+                    "manifest of {stream:?} is sound: {} records in {} chunks",
+                    outcome.index.next_ordinal(),
+                    outcome.figures.chunk_count
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("aof2-admin: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
