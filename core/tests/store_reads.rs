@@ -8,6 +8,8 @@
 //! - A hydrated segment file equals the uploaded artifact, decompressed.
 //! - A tail follower parked at the durable end is woken by new durable data.
 //! - Reads past the next offset are `NotAppended` errors, not `WouldBlock`.
+//! - The whole chain append -> seal -> compress -> upload -> eviction -> cold read ->
+//!   retention delete holds, and reads below the new start offset are out of range.
 //! - Appends with `wait` are never answered `WouldBlock`; concurrent waiting writers
 //!   get dense, distinct offsets in their own order.
 //! - `Seal` is answered with the sealed segment once committed (also when a rollover
@@ -18,6 +20,7 @@ use aof2_core::driver::{CommandSender, DriverLimits, Machine, command_channel, r
 use aof2_core::memory_ports::MemoryPorts;
 use aof2_core::names::StreamName;
 use aof2_core::store::{ReadMode, Store, StoreCommand, StoreConfig, StoreError, StoreReply};
+use aof2_core::tier2::RetentionPolicy;
 use bytes::Bytes;
 use futures::executor::block_on;
 use futures::future::join;
@@ -345,4 +348,94 @@ fn waiting_appends_ride_out_rollovers_and_seal_answers_once_committed() {
     };
     let (store, ()) = block_on(join(driver, calls));
     store.check_invariants();
+}
+
+/// The whole life of a record through the real driver: append -> seal -> compress ->
+/// upload -> local eviction -> cold read (`WouldBlock(Hydration)`, then the right
+/// bytes) -> retention delete (reads below the new start offset are out of range).
+#[test]
+fn full_chain_from_append_to_retention_delete() {
+    let memory = MemoryPorts::new(10_000, 4);
+    memory.clock.freeze();
+    let mut config = StoreConfig::default();
+    config.stream.segment_target_bytes = 64 * 1024;
+    config.tier0.cluster_max_bytes = 1024 * 1024;
+    config.tier1.max_bytes = 1024 * 1024;
+    config.tier2.retention = RetentionPolicy {
+        max_age_ms: Some(60 * 60 * 1000),
+        max_bytes: None,
+    };
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let disk = memory.disk.clone();
+    let clock = memory.clock.clone();
+    let records = 500u64;
+    let calls = async move {
+        open(&sender, "life").await;
+        for offset in 0..records {
+            append(&sender, "life", offset).await;
+        }
+        let durable = sender
+            .call(StoreCommand::WaitDurable {
+                stream: name("life"),
+                offset: records - 1,
+            })
+            .await
+            .unwrap();
+        assert!(matches!(durable, StoreReply::Durable { .. }), "{durable:?}");
+        // Sealed, compressed, uploaded, then evicted from Tier 0 (bounded wait).
+        let first = segment_file("life", 0);
+        let mut polls = 0;
+        while disk.file(&first).is_some() {
+            polls += 1;
+            assert!(polls < 100_000, "segment 0 was never evicted");
+            let _ = read(&sender, "life", records - 1, ReadMode::default()).await;
+        }
+        // Cold: the reader is told, then waiting gets the right bytes.
+        let cold = read(&sender, "life", 1, ReadMode::default()).await;
+        assert_eq!(cold, StoreReply::WouldBlock(BackpressureKind::Hydration));
+        assert_record(&read(&sender, "life", 1, WAIT).await, 1);
+        // An hour later retention deletes every sealed segment.
+        clock.advance(2 * 60 * 60 * 1000);
+        let mut polls = 0;
+        let start = loop {
+            polls += 1;
+            assert!(polls < 100_000, "retention never deleted anything");
+            let StoreReply::Metrics(metrics) = sender.call(StoreCommand::Metrics).await.unwrap()
+            else {
+                panic!("Metrics is answered Metrics");
+            };
+            let stream = &metrics.streams["life"];
+            if stream.retention.segments_deleted > 0 && stream.retention.deletes_pending == 0 {
+                break stream.start_offset;
+            }
+        };
+        assert!(start > 1, "start offset {start} moved past offset 1");
+        let gone = read(&sender, "life", 1, ReadMode::default()).await;
+        assert!(
+            matches!(gone, StoreReply::Error(StoreError::OffsetBelowStart { offset: 1, start_offset, .. }) if start_offset == start),
+            "{gone:?}"
+        );
+        // What retention kept still reads back.
+        for offset in start..records {
+            assert_record(&read(&sender, "life", offset, SEQUENTIAL).await, offset);
+        }
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+        start
+    };
+    let (store, start) = block_on(join(driver, calls));
+    store.check_invariants();
+    let objects = memory.object_store.keys();
+    assert!(
+        !objects
+            .iter()
+            .any(|key| key == "segments/life/00000000000000000000.zst"),
+        "segment 0 deleted from Tier 2: {objects:?}"
+    );
+    assert!(store.read_metrics().cold_misses >= 1);
+    assert!(start <= records);
 }
