@@ -423,6 +423,10 @@ pub const STORE_PARKED_APPENDS_MAX: usize = 65_536;
 pub const STORE_SNAPSHOT_FILE_BYTES_MAX: u64 = 1 << 30;
 /// Most snapshot files recovery tries (newest first) before it replays every chunk.
 pub const STORE_RECOVERY_SNAPSHOTS_TRIED_MAX: usize = 8;
+/// Most manifest chunk objects a restore from Tier 2 lists for one stream.
+pub const STORE_RESTORE_CHUNKS_MAX: usize = 1 << 20;
+/// Most snapshot objects a restore from Tier 2 lists for one stream.
+pub const STORE_RESTORE_SNAPSHOTS_LISTED_MAX: usize = 1 << 16;
 /// Most recovery events a stream keeps in detail (all of them are counted).
 pub const STORE_RECOVERY_EVENTS_KEPT_MAX: usize = 64;
 

@@ -338,8 +338,18 @@ impl MemoryPorts {
     /// `threads` threads.
     #[must_use]
     pub fn new(now_ms: u64, threads: usize) -> Self {
+        Self::with_object_store(now_ms, threads, Arc::new(MemoryObjectStore::default()))
+    }
+
+    /// Ports with a fresh empty disk over an existing object store: a node that lost
+    /// its whole disk and keeps its Tier 2.
+    #[must_use]
+    pub fn with_object_store(
+        now_ms: u64,
+        threads: usize,
+        object_store: Arc<MemoryObjectStore>,
+    ) -> Self {
         let disk = Arc::new(MemoryDisk::default());
-        let object_store = Arc::new(MemoryObjectStore::default());
         let clock = Arc::new(JumpClock::starting_at(now_ms));
         let pool = futures::executor::ThreadPool::builder()
             .pool_size(threads.max(1))

@@ -23,12 +23,26 @@
 //!
 //! `OpenStream` lists the manifest directory.
 //!
-//! - **Empty: a new stream.** The store creates the segments and manifest directories
+//! - **No chunk file: restore or create** (the `restore` module). The stream is
+//!   `Restoring`: the store lists the stream's manifest chunks, snapshots and segments
+//!   in Tier 2. With nothing there it is a new stream (below). Otherwise it downloads
+//!   the newest snapshot that decodes and the sealed chunks from it on, plans the
+//!   restore against the segment objects (adopting the objects whose `UploadDone` was
+//!   in the lost unsealed chunk, from their artifacts' tails, headers and footers;
+//!   a gap or contradiction is [`StoreError::Recovery`]), writes the files locally
+//!   by the durable-file rule and hands them to the reopen below with the plan. The
+//!   restored history ends at the last segment Tier 2 holds; the new active segment
+//!   follows it. A directory that still holds an unfinished restore's marker is
+//!   restored again.
+//! - **Tier 2 empty too: a new stream.** The store creates the segments and manifest directories
 //!   (`CreateDir`), then starts a [`StreamMachine::create`] at segment 0, offset 0 and a
 //!   fresh [`ManifestWriter`]. The stream's `SegmentOpened` is journaled and committed;
 //!   the open is replied once that record is durable; the active segment is admitted
 //!   to Tier 0.
-//! - **Manifest files: a reopen** (the `recovery` module). The stream is
+//! - **Chunk files: a reopen** (the `recovery` module; also the last step of a
+//!   restore, which then starts the new active segment where the plan says, journals
+//!   the plan's records first and treats restored segments as held by Tier 2 only).
+//!   The stream is
 //!   `Recovering`: the manifest is replayed (from the newest snapshot that decodes,
 //!   unless [`StoreConfig::manifest_log_only`]), [`StreamMachine::recover`] recovers
 //!   the segment files, every sealed local segment is verified, leftovers are removed,
@@ -92,6 +106,7 @@ use crate::backpressure::BackpressureKind;
 use crate::driver::{CommandToken, Machine};
 use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, IoRequest};
 use crate::limits::{SEGMENT_HEADER_BYTES, STORE_STREAMS_MAX};
+use crate::manifest::chunk::parse_chunk_file_name;
 use crate::manifest::index::ManifestIndex;
 use crate::manifest::record::{ManifestRecord, ReasonCode, RecordFrame, Tier};
 use crate::manifest::replay::ReplayFigures;
@@ -115,6 +130,7 @@ use thiserror::Error;
 mod metrics;
 mod read;
 mod recovery;
+mod restore;
 mod retention;
 mod snapshot;
 #[cfg(test)]
@@ -290,6 +306,14 @@ pub enum StoreError {
     /// What is on disk contradicts the manifest in a way recovery must not paper over.
     #[error("stream {stream:?} cannot be recovered: {reason}")]
     Recovery { stream: String, reason: String },
+    /// A Tier 2 request of a restore failed (opening again retries it).
+    #[error("stream {stream:?}: Tier 2 request {what} for {key} failed: {reason}")]
+    Tier2Request {
+        stream: String,
+        what: &'static str,
+        key: String,
+        reason: String,
+    },
     #[error("too many streams: the limit is {limit}")]
     TooManyStreams { limit: usize },
     #[error("the store is closed")]
@@ -382,6 +406,8 @@ enum StoreOp {
     },
     /// A step of reopening an existing stream (see `recovery`).
     Recovery(RecoveryOp),
+    /// A step of restoring a stream from Tier 2 (see `restore`).
+    Restore(restore::RestoreOp),
     /// A step of writing the snapshot file.
     Snapshot(snapshot::SnapshotStep),
     /// A step of copying a sealed manifest chunk to Tier 2 or removing it locally.
@@ -412,6 +438,9 @@ enum Phase {
     /// Reopening a stream whose manifest exists: replaying it, recovering the
     /// segment files, reconciling both (see `recovery`).
     Recovering(Recovering),
+    /// The local manifest holds no chunk: asking Tier 2 for the stream's history and
+    /// restoring it (see `restore`).
+    Restoring(Box<restore::Restoring>),
     /// Machines running (the open is replied once the first `SegmentOpened` is
     /// committed).
     Ready {
@@ -598,6 +627,25 @@ impl Store {
         );
     }
 
+    /// A new stream: create its segments and manifest directories; the machines start
+    /// once both exist.
+    fn create_stream_dirs(&mut self, stream: StreamName) {
+        let Some(entry) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        entry.phase = Phase::CreatingDirs(2);
+        let segments = segments_dir(&stream);
+        let manifest = manifest_dir(&stream);
+        self.route(
+            Route::Store(stream.clone(), StoreOp::CreateSegmentsDir),
+            IoRequest::Disk(DiskRequest::CreateDir { path: segments }),
+        );
+        self.route(
+            Route::Store(stream, StoreOp::CreateManifestDir),
+            IoRequest::Disk(DiskRequest::CreateDir { path: manifest }),
+        );
+    }
+
     /// The ready machines of `stream`, or the reply explaining why not.
     fn ready(&mut self, stream: &StreamName) -> Result<&mut StreamEntry, StoreError> {
         let Some(entry) = self.streams.get_mut(stream) else {
@@ -606,9 +654,10 @@ impl Store {
         match &entry.phase {
             Phase::Ready { .. } => Ok(entry),
             Phase::Failed(error) => Err(error.clone()),
-            Phase::Probing | Phase::CreatingDirs(_) | Phase::Recovering(_) => {
-                Err(StoreError::Opening(stream.as_str().to_owned()))
-            }
+            Phase::Probing
+            | Phase::CreatingDirs(_)
+            | Phase::Recovering(_)
+            | Phase::Restoring(_) => Err(StoreError::Opening(stream.as_str().to_owned())),
         }
     }
 
@@ -686,20 +735,20 @@ impl Store {
         };
         match (op, completion) {
             (StoreOp::ListManifest, IoCompletion::Disk(DiskCompletion::Listed(names))) => {
-                if !names.is_empty() {
-                    return self.start_recovery(now_ms, &stream, &names);
+                let _ = entry;
+                // Only a chunk file is a manifest; a leftover temp file is not (it is
+                // overwritten or removed by whichever path runs), and a directory an
+                // unfinished restore marked is restored again.
+                let restore_unfinished = names
+                    .iter()
+                    .any(|name| name == restore::RESTORE_MARKER_FILE_NAME);
+                let chunks = names
+                    .iter()
+                    .any(|name| parse_chunk_file_name(name).is_some());
+                if chunks && !restore_unfinished {
+                    return self.start_recovery(now_ms, &stream, &names, None);
                 }
-                entry.phase = Phase::CreatingDirs(2);
-                let segments = segments_dir(&stream);
-                let manifest = manifest_dir(&stream);
-                self.route(
-                    Route::Store(stream.clone(), StoreOp::CreateSegmentsDir),
-                    IoRequest::Disk(DiskRequest::CreateDir { path: segments }),
-                );
-                self.route(
-                    Route::Store(stream, StoreOp::CreateManifestDir),
-                    IoRequest::Disk(DiskRequest::CreateDir { path: manifest }),
-                );
+                self.start_restore_probe(&stream);
             }
             (
                 StoreOp::CreateSegmentsDir | StoreOp::CreateManifestDir,
@@ -767,6 +816,9 @@ impl Store {
             (StoreOp::Recovery(op), completion) => {
                 self.handle_recovery_completion(now_ms, &stream, op, completion);
             }
+            (StoreOp::Restore(op), completion) => {
+                self.handle_restore_completion(now_ms, &stream, op, completion);
+            }
             (StoreOp::ReadArtifact(segment_id), completion) => {
                 self.artifact_read(now_ms, stream, segment_id, completion);
             }
@@ -822,6 +874,7 @@ impl Store {
                         | StoreOp::LoadRecordIndex { .. }
                         | StoreOp::ReadRecord { .. }
                         | StoreOp::Recovery(_)
+                        | StoreOp::Restore(_)
                         | StoreOp::Snapshot(_)
                         | StoreOp::Chunk(..) => unreachable!("matched above"),
                     },
@@ -1386,7 +1439,10 @@ impl Store {
                         && entry.snapshots.is_idle()
                 }
                 Phase::Failed(_) => true,
-                Phase::Probing | Phase::CreatingDirs(_) | Phase::Recovering(_) => false,
+                Phase::Probing
+                | Phase::CreatingDirs(_)
+                | Phase::Recovering(_)
+                | Phase::Restoring(_) => false,
             })
     }
 
@@ -1611,6 +1667,9 @@ impl Machine for Store {
             } else {
                 if let Phase::Recovering(recovering) = &entry.phase {
                     recovering.check_invariants(name);
+                }
+                if let Phase::Restoring(restoring) = &entry.phase {
+                    restoring.check_invariants();
                 }
                 assert!(
                     entry.durable_waiters.is_empty() && entry.flush_waiters.is_empty(),

@@ -58,6 +58,7 @@
 //!   is never modified before the writer resumes at its position.
 //! - At most [`STORE_RECOVERY_EVENTS_KEPT_MAX`] events are kept; all are counted.
 
+use super::restore::RestorePlan;
 use super::{
     AfterCommit, Phase, Route, Store, StoreConfig, StoreError, StoreOp, StoreReply, StreamEntry,
 };
@@ -146,6 +147,18 @@ pub struct RecoverySummary {
     pub uploads_resumed: u64,
     /// The offset the next append gets.
     pub next_offset: u64,
+    /// The local manifest was empty and the stream was restored from Tier 2
+    /// (`store/restore.rs`).
+    pub restored_from_tier2: bool,
+    /// Manifest chunks a restore downloaded and wrote locally.
+    pub chunks_restored: u64,
+    /// Segments whose history a restore found in Tier 2 (adopted ones included); they
+    /// have no local copy and are hydrated on read.
+    pub segments_restored: u64,
+    /// Segment objects a restore adopted: their `UploadDone` (and possibly their
+    /// `SegmentOpened` and `SealSegment`) were in the lost unsealed manifest chunk and
+    /// were journaled again from the artifact's header, footer and index.
+    pub segments_adopted: u64,
     /// Every event counted.
     pub event_count: u64,
     /// The first [`STORE_RECOVERY_EVENTS_KEPT_MAX`] events, in order.
@@ -153,7 +166,7 @@ pub struct RecoverySummary {
 }
 
 impl RecoverySummary {
-    fn push(&mut self, event: RecoveryEvent) {
+    pub(super) fn push(&mut self, event: RecoveryEvent) {
         self.event_count += 1;
         if self.events.len() < STORE_RECOVERY_EVENTS_KEPT_MAX {
             self.events.push(event);
@@ -235,6 +248,10 @@ pub(super) struct Recovering {
     removals: VecDeque<LocalPath>,
     dirs_to_sync: BTreeSet<LocalPath>,
     summary: RecoverySummary,
+    /// The highest snapshot id listed locally.
+    newest_snapshot_id: Option<u64>,
+    /// Set when the files were just restored from Tier 2: what the restore decided.
+    restore: Option<RestorePlan>,
 }
 
 impl Recovering {
@@ -312,7 +329,13 @@ fn recovery_error(stream: &StreamName, reason: String) -> StoreError {
 
 impl Store {
     /// `OpenStream` found manifest files: start reopening the stream.
-    pub(super) fn start_recovery(&mut self, now_ms: u64, stream: &StreamName, names: &[String]) {
+    pub(super) fn start_recovery(
+        &mut self,
+        now_ms: u64,
+        stream: &StreamName,
+        names: &[String],
+        restore: Option<RestorePlan>,
+    ) {
         let directory = manifest_dir(stream);
         let mut chunks = Vec::new();
         let mut removals = VecDeque::new();
@@ -344,7 +367,12 @@ impl Store {
             verified: BTreeMap::new(),
             removals,
             dirs_to_sync: BTreeSet::new(),
-            summary: RecoverySummary::default(),
+            summary: restore
+                .as_ref()
+                .map(|plan| plan.summary.clone())
+                .unwrap_or_default(),
+            newest_snapshot_id: None,
+            restore,
         };
         let Some(entry) = self.streams.get_mut(stream) else {
             return;
@@ -553,7 +581,25 @@ impl Store {
             .next_offset()
             .expect("a recovered stream is open and has a next offset");
         recovering.summary.next_offset = next_offset;
+        // New snapshots take ids above every one that exists, locally or in Tier 2.
+        let newest_snapshot_id = recovering
+            .newest_snapshot_id
+            .max(
+                recovering
+                    .restore
+                    .as_ref()
+                    .and_then(|plan| plan.newest_snapshot_id),
+            )
+            .max(
+                outcome
+                    .index
+                    .last_snapshot()
+                    .map(|marker| marker.snapshot_id),
+            );
         let entry = self.streams.get_mut(name).expect("looked up above");
+        entry
+            .snapshots
+            .resume_after(newest_snapshot_id, outcome.index.next_ordinal());
         entry.replay_figures = Some(outcome.figures);
         entry.phase = Phase::Ready {
             stream,
@@ -747,6 +793,8 @@ fn advance(
                 }
                 if let Ok(snapshot_id) = parse_snapshot_file_name(name) {
                     recovering.snapshots.push(snapshot_id);
+                    recovering.newest_snapshot_id =
+                        recovering.newest_snapshot_id.max(Some(snapshot_id));
                 } else if name.ends_with(TEMP_SUFFIX) {
                     recovering.removals.push_back(directory.join(name));
                 }
@@ -955,6 +1003,9 @@ fn choose_stream_start(
     stream: &StreamName,
     recovering: &Recovering,
 ) -> Result<Option<(SegmentId, u64)>, StoreError> {
+    if let Some(plan) = &recovering.restore {
+        return Ok(Some(plan.start));
+    }
     let index = recovering.index();
     let Some((&newest, entry)) = index.segments().iter().next_back() else {
         return Ok(None);
@@ -1199,6 +1250,22 @@ fn plan_reconcile(
         .active_segment()
         .expect("a recovered stream has an active segment");
     let mut actions = Vec::new();
+    let restore = recovering.restore.as_ref();
+
+    // A restore from Tier 2: the records it planned come first (they complete the
+    // history the lost unsealed chunk held); the segments it adopted that the
+    // manifest did not know are held by Tier 2 only.
+    if let Some(plan) = restore {
+        actions.extend(plan.records.iter().cloned().map(Action::Journal));
+        for &segment_id in &plan.adopted {
+            if index.segment(segment_id).is_none() {
+                actions.push(Action::Uploaded {
+                    segment_id,
+                    in_tier0: false,
+                });
+            }
+        }
+    }
 
     // Sealed files verified on disk.
     for (&segment_id, verified) in &recovering.verified {
@@ -1283,8 +1350,12 @@ fn plan_reconcile(
         if segment_id == active || recovering.verified.contains_key(&segment_id) {
             continue;
         }
+        if restore.is_some_and(|plan| plan.deleted.contains(&segment_id)) {
+            continue; // Its `Tier2Deleted` is journaled above: no copy is left.
+        }
+        let adopted = restore.is_some_and(|plan| plan.adopted.contains(&segment_id));
         let path = segment_path(stream, segment_id);
-        if matches!(entry.lifecycle, Lifecycle::Open) {
+        if matches!(entry.lifecycle, Lifecycle::Open) && !adopted {
             return Err(recovery_error(
                 stream,
                 format!(
@@ -1301,7 +1372,7 @@ fn plan_reconcile(
             }));
         }
         let artifact = plan_artifact(recovering, entry, &mut actions);
-        if entry.tier2_object.is_some() {
+        if entry.tier2_object.is_some() || adopted {
             actions.push(Action::Uploaded {
                 segment_id,
                 in_tier0: false,

@@ -196,6 +196,18 @@ impl SnapshotState {
         }
     }
 
+    /// A reopened stream: the next snapshot id follows `newest_snapshot_id`, the
+    /// highest id any snapshot file, object or marker of the stream has (a reused id
+    /// would replace a snapshot file and collide with the immutable object under its
+    /// key), and only records journaled from `next_ordinal` on count toward the next
+    /// snapshot (an idle reopened stream is not snapshotted again).
+    pub(super) fn resume_after(&mut self, newest_snapshot_id: Option<u64>, next_ordinal: u64) {
+        if let Some(newest) = newest_snapshot_id {
+            self.next_snapshot_id = self.next_snapshot_id.max(newest.saturating_add(1));
+        }
+        self.count_from_ordinal = self.count_from_ordinal.max(next_ordinal);
+    }
+
     /// No snapshot under way and nobody waiting for one.
     pub(super) fn is_idle(&self) -> bool {
         self.job.is_none() && self.waiters.is_empty()
