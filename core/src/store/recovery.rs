@@ -150,6 +150,9 @@ pub struct RecoverySummary {
     /// The local manifest was empty and the stream was restored from Tier 2
     /// (`store/restore.rs`).
     pub restored_from_tier2: bool,
+    /// `manifest_log_only` was asked for, but the oldest local chunks were pruned
+    /// (a snapshot covers them), so the newest snapshot was used after all.
+    pub log_only_unavailable: bool,
     /// Manifest chunks a restore downloaded and wrote locally.
     pub chunks_restored: u64,
     /// Segments whose history a restore found in Tier 2 (adopted ones included); they
@@ -769,7 +772,13 @@ fn advance(
 ) -> Result<Next, StoreError> {
     match (op, completion) {
         (RecoveryOp::CreateSegmentsDir, DiskCompletion::Done) => {
-            if config.manifest_log_only {
+            // Log-only replays every chunk from the first; once local chunk retention
+            // pruned chunks a snapshot covers, only the snapshot path can see them.
+            let whole_log = recovering.chunks.first().is_none_or(|&first| first == 0);
+            if config.manifest_log_only && !whole_log {
+                recovering.summary.log_only_unavailable = true;
+            }
+            if config.manifest_log_only && whole_log {
                 recovering.replayer = Some(Replayer::new(None));
                 return Ok(next_chunk(now_ms, stream, recovering));
             }
