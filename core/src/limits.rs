@@ -429,6 +429,11 @@ pub const STORE_RESTORE_CHUNKS_MAX: usize = 1 << 20;
 pub const STORE_RESTORE_SNAPSHOTS_LISTED_MAX: usize = 1 << 16;
 /// Most recovery events a stream keeps in detail (all of them are counted).
 pub const STORE_RECOVERY_EVENTS_KEPT_MAX: usize = 64;
+/// Reads of a Tier 1 artifact for its upload whose bytes do not match the length and
+/// CRC its `CompressionDone` recorded (a read that returned a bad copy), before the
+/// upload is journaled as failed (`UploadFailed`, `ChecksumMismatch`). Bad bytes are
+/// never uploaded.
+pub const STORE_ARTIFACT_READ_ATTEMPTS_MAX: u32 = 3;
 
 /// How often the store re-runs retention for each stream (besides after every seal
 /// and every committed upload), retries the retention deletes and manifest-chunk

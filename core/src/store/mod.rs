@@ -64,7 +64,9 @@
 //!    `tier1.enqueue_compression`.
 //! 2. Tier 1 `CompressionStarted`/`Succeeded`/`Failed` -> journal
 //!    `CompressionStarted`/`Done`/`Failed`; on success read the artifact file and
-//!    `tier2.enqueue_upload` it.
+//!    `tier2.enqueue_upload` it, only if the bytes read match the length and CRC
+//!    `CompressionDone` recorded (a mismatch is read again, then journaled as
+//!    `UploadFailed`: a bad copy is never uploaded).
 //! 3. Tier 2 `UploadStarted`/`Succeeded`/`Failed` -> journal `UploadStarted`/`Done`/
 //!    `Failed`; `UploadDone` committed -> `tier0.mark_durable_elsewhere`,
 //!    `tier1.mark_uploaded`.
@@ -103,9 +105,10 @@
 
 use crate::SegmentId;
 use crate::backpressure::BackpressureKind;
+use crate::codec::crc32;
 use crate::driver::{CommandToken, Machine};
 use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, IoRequest};
-use crate::limits::{SEGMENT_HEADER_BYTES, STORE_STREAMS_MAX};
+use crate::limits::{SEGMENT_HEADER_BYTES, STORE_ARTIFACT_READ_ATTEMPTS_MAX, STORE_STREAMS_MAX};
 use crate::manifest::chunk::parse_chunk_file_name;
 use crate::manifest::index::ManifestIndex;
 use crate::manifest::record::{ManifestRecord, ReasonCode, RecordFrame, Tier};
@@ -385,8 +388,11 @@ enum StoreOp {
     ListManifest,
     CreateSegmentsDir,
     CreateManifestDir,
-    /// Reading the Tier 1 artifact to upload it.
-    ReadArtifact(SegmentId),
+    /// Reading the Tier 1 artifact to upload it; attempts count from 1.
+    ReadArtifact {
+        segment_id: SegmentId,
+        attempt: u32,
+    },
     /// Removing an evicted Tier 0 segment file.
     RemoveSegment(SegmentId),
     /// Fsyncing the segments directory after the removal.
@@ -819,8 +825,14 @@ impl Store {
             (StoreOp::Restore(op), completion) => {
                 self.handle_restore_completion(now_ms, &stream, op, completion);
             }
-            (StoreOp::ReadArtifact(segment_id), completion) => {
-                self.artifact_read(now_ms, stream, segment_id, completion);
+            (
+                StoreOp::ReadArtifact {
+                    segment_id,
+                    attempt,
+                },
+                completion,
+            ) => {
+                self.artifact_read(now_ms, stream, segment_id, attempt, completion);
             }
             (StoreOp::RemoveSegment(segment_id), completion) => {
                 // A file already gone is as good as removed.
@@ -868,7 +880,7 @@ impl Store {
                         StoreOp::ListManifest => "list manifest directory",
                         StoreOp::CreateSegmentsDir => "create segments directory",
                         StoreOp::CreateManifestDir => "create manifest directory",
-                        StoreOp::ReadArtifact(_)
+                        StoreOp::ReadArtifact { .. }
                         | StoreOp::RemoveSegment(_)
                         | StoreOp::SyncSegmentsDir(_)
                         | StoreOp::LoadRecordIndex { .. }
@@ -1264,15 +1276,7 @@ impl Store {
                     artifact_checksum: checksum,
                 };
                 self.journal(now_ms, &key.stream, &record);
-                let path = artifact_path(&key.stream, key.segment_id);
-                self.route(
-                    Route::Store(key.stream, StoreOp::ReadArtifact(key.segment_id)),
-                    IoRequest::Disk(DiskRequest::ReadAt {
-                        path,
-                        offset: 0,
-                        length: compressed_bytes,
-                    }),
-                );
+                self.read_artifact(key.stream, key.segment_id, compressed_bytes, 1);
             }
             Tier1Event::CompressionFailed {
                 key,
@@ -1330,21 +1334,75 @@ impl Store {
         }
     }
 
+    /// Reads the Tier 1 artifact of a segment to upload it (attempt `attempt`).
+    pub(super) fn read_artifact(
+        &mut self,
+        stream: StreamName,
+        segment_id: SegmentId,
+        compressed_bytes: u64,
+        attempt: u32,
+    ) {
+        let path = artifact_path(&stream, segment_id);
+        self.route(
+            Route::Store(
+                stream,
+                StoreOp::ReadArtifact {
+                    segment_id,
+                    attempt,
+                },
+            ),
+            IoRequest::Disk(DiskRequest::ReadAt {
+                path,
+                offset: 0,
+                length: compressed_bytes,
+            }),
+        );
+    }
+
+    /// The length and CRC the index recorded for a segment's Tier 1 artifact.
+    fn recorded_artifact(&self, stream: &StreamName, segment_id: SegmentId) -> Option<(u64, u32)> {
+        match &self.streams.get(stream)?.phase {
+            Phase::Ready { index, .. } => {
+                let artifact = index.segment(segment_id)?.tier1_artifact.as_ref()?;
+                Some((artifact.compressed_bytes, artifact.checksum))
+            }
+            _ => None,
+        }
+    }
+
+    /// The artifact was read for its upload. Only bytes that match the length and CRC
+    /// its `CompressionDone` recorded are uploaded: Tier 2 is the system of record,
+    /// and a read may return a bad copy of good bytes, so a mismatch is read again
+    /// (up to [`STORE_ARTIFACT_READ_ATTEMPTS_MAX`] attempts) and then journaled as a
+    /// failed upload, never uploaded.
     fn artifact_read(
         &mut self,
         now_ms: u64,
         stream: StreamName,
         segment_id: SegmentId,
+        attempt: u32,
         completion: IoCompletion,
     ) {
         let reason = match completion {
             IoCompletion::Disk(DiskCompletion::Read(bytes)) if !bytes.is_empty() => {
-                match self
-                    .tier2
-                    .enqueue_upload(now_ms, stream.clone(), segment_id, bytes)
-                {
-                    Ok(()) => return,
-                    Err(_) => ReasonCode::Unspecified,
+                match self.recorded_artifact(&stream, segment_id) {
+                    Some((length, checksum))
+                        if bytes.len() as u64 == length && crc32(&bytes) == checksum =>
+                    {
+                        match self
+                            .tier2
+                            .enqueue_upload(now_ms, stream.clone(), segment_id, bytes)
+                        {
+                            Ok(()) => return,
+                            Err(_) => ReasonCode::Unspecified,
+                        }
+                    }
+                    Some((length, _)) if attempt < STORE_ARTIFACT_READ_ATTEMPTS_MAX => {
+                        self.read_artifact(stream, segment_id, length, attempt + 1);
+                        return;
+                    }
+                    Some(_) => ReasonCode::ChecksumMismatch,
+                    None => ReasonCode::NotFound,
                 }
             }
             IoCompletion::Disk(DiskCompletion::Failed(DiskErrorKind::NotFound)) => {

@@ -233,6 +233,9 @@ pub(super) struct Recovering {
     chunks: Vec<u64>,
     /// Snapshot ids still to try, ascending (the newest is tried first).
     snapshots: Vec<u64>,
+    /// One past the highest snapshot id found on disk: new snapshots never reuse an
+    /// id (the newest id is what the next recovery tries first).
+    next_snapshot_id: u64,
     snapshots_tried: usize,
     replayer: Option<Replayer>,
     /// Position in `chunks` of the next chunk to replay.
@@ -357,6 +360,7 @@ impl Store {
             expected: None,
             chunks,
             snapshots: Vec::new(),
+            next_snapshot_id: 0,
             snapshots_tried: 0,
             replayer: None,
             chunk_cursor: 0,
@@ -604,6 +608,13 @@ impl Store {
             .snapshots
             .resume_after(newest_snapshot_id, outcome.index.next_ordinal());
         entry.replay_figures = Some(outcome.figures);
+        let marked = outcome
+            .index
+            .last_snapshot()
+            .map_or(0, |marker| marker.snapshot_id + 1);
+        entry
+            .snapshots
+            .resume_ids_from(recovering.next_snapshot_id.max(marked));
         entry.phase = Phase::Ready {
             stream,
             manifest,
@@ -745,15 +756,7 @@ impl Store {
                 }
                 Action::Upload(segment_id, compressed_bytes) => {
                     summary.uploads_resumed += 1;
-                    let path = artifact_path(name, segment_id);
-                    self.route(
-                        Route::Store(name.clone(), StoreOp::ReadArtifact(segment_id)),
-                        IoRequest::Disk(DiskRequest::ReadAt {
-                            path,
-                            offset: 0,
-                            length: compressed_bytes,
-                        }),
-                    );
+                    self.read_artifact(name.clone(), segment_id, compressed_bytes, 1);
                 }
             }
         }
@@ -809,6 +812,9 @@ fn advance(
                 }
             }
             recovering.snapshots.sort_unstable();
+            if let Some(newest) = recovering.snapshots.last() {
+                recovering.next_snapshot_id = newest + 1;
+            }
             Ok(next_snapshot(now_ms, stream, recovering))
         }
         (RecoveryOp::SnapshotLength(snapshot_id), DiskCompletion::Length(length)) => {

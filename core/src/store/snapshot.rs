@@ -176,6 +176,17 @@ pub(super) struct SnapshotState {
 }
 
 impl SnapshotState {
+    /// A reopened stream: new snapshots get ids from `next_snapshot_id` on (above every
+    /// id on disk or marked in the manifest, so none is reused: recovery tries the
+    /// highest id first, and a reused id could make an older snapshot the "newest").
+    pub(super) fn resume_ids_from(&mut self, next_snapshot_id: u64) {
+        assert!(
+            self.job.is_none(),
+            "no snapshot runs while a stream recovers"
+        );
+        self.next_snapshot_id = self.next_snapshot_id.max(next_snapshot_id);
+    }
+
     pub(super) fn new(now_ms: u64) -> Self {
         SnapshotState {
             next_snapshot_id: 0,

@@ -38,8 +38,12 @@
 //!   the next segment would hide that latency but leaves two active files for recovery
 //!   to reconcile and lets `SegmentOpened` overtake `SealSegment` in the manifest; a
 //!   rollover is rare (once per `segment_target_bytes`), so we keep one active file.
-//!   Rollover: footer (built from the [`SegmentDigest`]) written after the last frame
-//!   -> fsync -> `current.sealed` via temp (create, write, fsync, rename, fsync dir) ->
+//!   Rollover: frames not yet written -> write -> fsync, then the footer (built from
+//!   the [`SegmentDigest`]) written after the last frame -> fsync. The footer is never
+//!   in the same write as frames, nor written before they are durable: a crash may
+//!   keep any sector of a pending write and lose another, and a kept footer claims
+//!   every record (recovery then finds a sealed file whose frames are gone). Then
+//!   `current.sealed` via temp (create, write, fsync, rename, fsync dir) ->
 //!   `Sealed` -> next segment via temp (create, header, fsync, rename, fsync dir) ->
 //!   `SegmentOpened`. A failed metadata step counts in `metadata_failures` and poisons.
 //! - **The hot tail is served from memory.** The active segment's frames are held in
@@ -902,7 +906,20 @@ impl StreamMachine {
             self.sync_in_flight =
                 Some(self.issue(DiskRequest::SyncFile { path }, Purpose::DataSync { covers }));
         } else if segment.issued_bytes < segment.appended_bytes {
-            let (start, end) = (segment.issued_bytes, segment.appended_bytes);
+            // Sealing: the frames are written and made durable before the footer is
+            // written (see "Rollover" in the module doc).
+            let frames_end = segment.footer().map(|footer| footer.durable_bytes);
+            let end = match frames_end {
+                Some(frames_end) if segment.issued_bytes < frames_end => frames_end,
+                _ => segment.appended_bytes,
+            };
+            assert!(
+                frames_end.is_none_or(
+                    |frames_end| end <= frames_end || segment.durable_bytes >= frames_end
+                ),
+                "the footer is written only once the frames are durable"
+            );
+            let start = segment.issued_bytes;
             let bytes = segment.bytes_between(start, end);
             segment.issued_bytes = end;
             let request = DiskRequest::WriteAt {
@@ -938,6 +955,13 @@ impl StreamMachine {
                 assert_eq!(segment.written_bytes, start, "writes complete in order");
                 assert_eq!(segment.issued_bytes, end, "one write at a time");
                 segment.written_bytes = end;
+                // The simulator's canary (never in a real build): count written bytes
+                // as durable before any fsync, so a crash loses acknowledged records.
+                #[cfg(feature = "canary")]
+                if segment.mark_durable(end) {
+                    let next_offset = segment.durable_next_offset();
+                    self.raise_durable(next_offset);
+                }
             }
             Err(kind) => self.handle_flush_failure(kind),
         }
