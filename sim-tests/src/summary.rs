@@ -28,6 +28,8 @@ pub struct Summary {
     pub failed_sessions: u64,
     pub disk_losses_restored: u64,
     pub disk_losses_not_supported: u64,
+    /// Restores refused with a typed error (a known issue).
+    pub disk_losses_refused: u64,
     pub appends: u64,
     pub records_read: u64,
     pub cold_misses: u64,
@@ -95,6 +97,7 @@ impl Summary {
             DiskLoss::NotPlanned => {}
             DiskLoss::Restored => self.disk_losses_restored += 1,
             DiskLoss::NotSupported => self.disk_losses_not_supported += 1,
+            DiskLoss::Refused => self.disk_losses_refused += 1,
         }
         self.appends += report.appends;
         self.records_read += report.records_read;
@@ -131,8 +134,9 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "whole-disk loss with Tier 2 surviving: restored {}, not supported by the store {}",
-            self.disk_losses_restored, self.disk_losses_not_supported
+            "whole-disk loss with Tier 2 surviving: restored {}, not supported by the store {}, \
+             restore refused (known issue) {}",
+            self.disk_losses_restored, self.disk_losses_not_supported, self.disk_losses_refused
         );
         let _ = writeln!(
             out,
