@@ -521,7 +521,9 @@ fn snapshots_land_locally_and_in_tier2_and_old_chunks_are_pruned() {
     );
     let held = store.manifest_index(&name("snap")).unwrap();
     assert_eq!(snapshot.index().segments(), held.segments());
-    assert_eq!(record_ordinal, before.streams["snap"].manifest.next_ordinal);
+    // It covers every record journaled before it was asked for; background work
+    // (uploads finishing) may journal more before the manifest is caught up.
+    assert!(record_ordinal >= before.streams["snap"].manifest.next_ordinal);
     assert_eq!(
         held.next_ordinal(),
         record_ordinal + 1,
