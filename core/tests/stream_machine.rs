@@ -806,6 +806,68 @@ fn recovery_cuts_a_torn_tail_and_continues_the_digest() {
     assert_eq!(sealed.record_count(), 4);
 }
 
+/// Index of the in-flight read of the whole newest segment file, if any.
+fn whole_segment_read(driver: &Driver, length: usize) -> Option<usize> {
+    driver.find(|request| {
+        matches!(request, DiskRequest::ReadAt { offset: 0, length: l, .. } if *l == length as u64)
+    })
+}
+
+#[test]
+fn recovery_reads_again_before_it_cuts_and_trusts_the_read_that_keeps_more() {
+    // A clean, durable segment whose first read returns a flipped bit in the last
+    // record (so the scan would cut it as a torn tail): the second read is the disk's.
+    let (bytes, positions) = segment_bytes(0, 0, &[b"a", b"bb", b"ccc"]);
+    let mut disk = SimDisk::new();
+    disk.put_durable(&segment_file(0), &bytes);
+    let mut driver = Driver::recover(config(), disk, 0, None);
+    let mut reads = 0;
+    while !driver.in_flight.is_empty() {
+        match whole_segment_read(&driver, bytes.len()) {
+            Some(index) if reads == 0 => {
+                let mut flipped = bytes.clone();
+                flipped[positions[2] as usize + 37] ^= 0x01;
+                driver.complete_with(index, DiskCompletion::Read(Bytes::from(flipped)));
+                reads += 1;
+            }
+            Some(index) => {
+                driver.complete(index, None);
+                reads += 1;
+            }
+            None => {
+                driver.step();
+            }
+        }
+    }
+    assert_eq!(reads, 2, "a cut is decided on two reads");
+    assert!(driver.machine.is_open(), "{:?}", driver.machine.failure());
+    assert_eq!(driver.machine.next_offset(), Some(3), "no record was cut");
+    assert_eq!(driver.machine.metrics().torn_tail_bytes_truncated, 0);
+    assert!(
+        !driver
+            .disk
+            .log
+            .iter()
+            .any(|request| matches!(request, DiskRequest::Truncate { .. })),
+        "nothing was cut"
+    );
+    assert_eq!(ready(&driver, 2), b"ccc");
+
+    // A clean first read is acted on at once: one read.
+    let mut disk = SimDisk::new();
+    disk.put_durable(&segment_file(0), &bytes);
+    let mut driver = Driver::recover(config(), disk, 0, None);
+    let mut reads = 0;
+    while !driver.in_flight.is_empty() {
+        if whole_segment_read(&driver, bytes.len()).is_some() {
+            reads += 1;
+        }
+        driver.step();
+    }
+    assert_eq!(reads, 1);
+    assert_eq!(driver.machine.next_offset(), Some(3));
+}
+
 #[test]
 fn recovery_refuses_a_bad_record_followed_by_valid_ones() {
     let (mut bytes, positions) = segment_bytes(0, 0, &[b"a", b"bb", b"ccc"]);

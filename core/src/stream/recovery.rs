@@ -3,7 +3,9 @@
 //!
 //! **Invariants**
 //! - One read at a time, in the order: list, pointer, previous segment's length,
-//!   header and footer (if present), newest segment's length and bytes.
+//!   header and footer (if present), newest segment's length and bytes. The newest
+//!   segment is read a second time when the first read would cut bytes or finds
+//!   corruption; of two reads that differ, the one whose scan keeps more is used.
 //! - Nothing is truncated unless [`scan_tail`] called it a torn tail, or the
 //!   `acknowledged_next_offset` hint proves the cut bytes were never acknowledged
 //!   durable; every other defect is a typed [`RecoveryError`].
@@ -42,6 +44,10 @@ enum Stage {
     PreviousFooter,
     NewestLength,
     NewestRead,
+    /// The newest segment read again: the first read would cut bytes or found
+    /// corruption, and a truncation is never decided on one read (a read can return
+    /// flipped bits that the disk does not hold).
+    NewestConfirm,
 }
 
 /// The recovery scan's state.
@@ -58,6 +64,8 @@ pub(super) struct Recovering {
     previous_header: Option<SegmentHeader>,
     previous_next_offset: Option<u64>,
     newest_length: u64,
+    /// The first read of the newest segment, while it is being read again.
+    first_newest_read: Option<Bytes>,
 }
 
 impl Recovering {
@@ -74,6 +82,7 @@ impl Recovering {
             previous_header: None,
             previous_next_offset: None,
             newest_length: 0,
+            first_newest_read: None,
         }
     }
 
@@ -151,7 +160,7 @@ impl StreamMachine {
                     path: segment_path(stream, recovering.newest.expect("a newest segment")),
                 },
             ),
-            Stage::NewestRead => (
+            Stage::NewestRead | Stage::NewestConfirm => (
                 IoStep::ReadSegment,
                 DiskRequest::ReadAt {
                     path: segment_path(stream, recovering.newest.expect("a newest segment")),
@@ -290,7 +299,7 @@ impl StreamMachine {
                 recovering.newest_length = length;
                 recovering.stage = Stage::NewestRead;
             }
-            (Stage::NewestRead, DiskCompletion::Read(bytes)) => {
+            (stage @ (Stage::NewestRead | Stage::NewestConfirm), DiskCompletion::Read(bytes)) => {
                 if bytes.len() as u64 != recovering.newest_length {
                     return Err(RecoveryError::ShortRead {
                         path,
@@ -298,7 +307,19 @@ impl StreamMachine {
                         read_bytes: bytes.len() as u64,
                     });
                 }
-                return Ok(Some(Some(bytes)));
+                if stage == Stage::NewestRead {
+                    if scan_keeps(&bytes).is_some_and(|kept| kept == bytes.len() as u64) {
+                        return Ok(Some(Some(bytes)));
+                    }
+                    recovering.first_newest_read = Some(bytes);
+                    recovering.stage = Stage::NewestConfirm;
+                    return Ok(None);
+                }
+                let first = recovering
+                    .first_newest_read
+                    .take()
+                    .expect("the first read is kept for the confirmation");
+                return Ok(Some(Some(more_trusted_read(first, bytes))));
             }
             (_, DiskCompletion::Failed(kind)) => return Err(io_error(kind)),
             (stage, other) => panic!(
@@ -557,6 +578,31 @@ impl StreamMachine {
 /// cannot decide) is cut like a torn tail only if the valid prefix before it already
 /// holds every acknowledged record: the bytes after it were never acknowledged
 /// durable, so they are an unsynced write that reached the disk out of order.
+/// How many bytes of a newest segment a scan keeps: all of them for a sealed one,
+/// the valid prefix of an active one, `None` when the scan finds corruption.
+fn scan_keeps(bytes: &[u8]) -> Option<u64> {
+    match scan_tail(bytes) {
+        Ok(TailScan::Sealed { .. }) => Some(bytes.len() as u64),
+        Ok(TailScan::Active(tail)) => Some(tail.valid_bytes),
+        Err(_) => None,
+    }
+}
+
+/// Of two reads of the same file, the one to recover from. Equal reads are the
+/// disk's bytes. Reads that differ mean one returned flipped bits: a flip can only
+/// break a checksum, never make one verify, so the read whose scan keeps more is the
+/// disk's (a clean scan beats one that finds corruption).
+fn more_trusted_read(first: Bytes, second: Bytes) -> Bytes {
+    if first == second {
+        return first;
+    }
+    if scan_keeps(&second) > scan_keeps(&first) {
+        second
+    } else {
+        first
+    }
+}
+
 fn scan_newest(
     path: &LocalPath,
     bytes: &Bytes,

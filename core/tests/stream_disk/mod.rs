@@ -495,6 +495,16 @@ impl Driver {
         request
     }
 
+    /// Completes in-flight request `index` with `completion`, whatever the disk holds
+    /// (a read that returns other bytes than the disk's, for example).
+    pub fn complete_with(&mut self, index: usize, completion: DiskCompletion) -> DiskRequest {
+        let (id, request) = self.in_flight.remove(index);
+        self.machine
+            .handle_completion(self.now_ms, id, IoCompletion::Disk(completion));
+        self.drain();
+        request
+    }
+
     /// Completes the oldest in-flight request successfully.
     pub fn step(&mut self) -> DiskRequest {
         assert!(!self.in_flight.is_empty(), "nothing in flight");
