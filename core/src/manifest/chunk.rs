@@ -74,7 +74,7 @@ use crate::limits::{
     MANIFEST_RECORD_FRAME_HEADER_BYTES,
 };
 use crate::manifest::record::{DecodedFrame, decode_frame};
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use thiserror::Error;
 
 /// Magic at the start of each header slot: the bytes `AOF2MCHK`.
@@ -688,6 +688,29 @@ fn scan_frames(file: &[u8], header: &SlotHeader) -> (Vec<ChunkFrame>, Option<Chu
         frames.push(frame);
     }
     (frames, None)
+}
+
+/// Of two reads of the same chunk file, the one to trust. Equal reads are the disk's
+/// bytes. Reads that differ mean one returned flipped bits: a flip can only break a
+/// checksum, never make one verify, so the read that decodes more frames (then the
+/// one with fewer corruptions) is the disk's. Returns `(bytes, reads_agreed)`.
+#[must_use]
+pub fn more_trusted_chunk_read(chunk_index: u64, first: Bytes, second: Bytes) -> (Bytes, bool) {
+    if first == second {
+        return (first, true);
+    }
+    let rank = |bytes: &[u8]| {
+        let decoded = decode_chunk(chunk_index, bytes);
+        (
+            decoded.frames.len(),
+            std::cmp::Reverse(decoded.corruptions.len()),
+        )
+    };
+    if rank(&second) > rank(&first) {
+        (second, false)
+    } else {
+        (first, false)
+    }
 }
 
 #[cfg(test)]

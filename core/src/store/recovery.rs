@@ -9,11 +9,15 @@
 //! 2. **Snapshot**: unless [`StoreConfig::manifest_log_only`], list the snapshots
 //!    directory and try the newest snapshot files (at most
 //!    [`STORE_RECOVERY_SNAPSHOTS_TRIED_MAX`]): length, read, [`Snapshot::decode`]. A
-//!    file that does not decode is skipped with a [`RecoveryEvent::SnapshotSkipped`]
-//!    and the next older one is tried; with none, replay starts from nothing.
+//!    file that does not decode on two reads is skipped with a
+//!    [`RecoveryEvent::SnapshotSkipped`] and the next older one is tried; with none,
+//!    replay starts from nothing.
 //! 3. **Replay**: every chunk from the snapshot's chunk on (all of them without a
 //!    snapshot), in index order: length, read, [`Replayer::replay_chunk`]; then
-//!    [`Replayer::finish`]. The figures are kept on the stream entry.
+//!    [`Replayer::finish`]. A chunk whose read finds corruption is read again, and
+//!    of two reads that differ the one that decodes more is replayed (a read may
+//!    return flipped bits the disk does not hold; a replay never trusts one such
+//!    read). The figures are kept on the stream entry.
 //! 4. **Listings**: the segments directory and the Tier 1 directory.
 //! 5. **Stream**: [`StreamMachine::recover`] (listing, `current.sealed`, footers, tail
 //!    scan, torn-tail truncation, rewrite and fsync), or, when the index knows a newer
@@ -71,7 +75,10 @@ use crate::limits::{
     STORE_RECOVERY_EVENTS_KEPT_MAX, STORE_RECOVERY_SNAPSHOTS_TRIED_MAX,
     STORE_SNAPSHOT_FILE_BYTES_MAX,
 };
-use crate::manifest::chunk::{CHUNK_TEMP_FILE_SUFFIX, chunk_file_name, parse_chunk_file_name};
+use crate::manifest::chunk::{
+    CHUNK_TEMP_FILE_SUFFIX, chunk_file_name, decode_chunk, more_trusted_chunk_read,
+    parse_chunk_file_name,
+};
 use crate::manifest::index::{Lifecycle, ManifestIndex, SegmentEntry};
 use crate::manifest::record::{ManifestRecord, ReasonCode, RecordType, Tier};
 use crate::manifest::replay::{ReplayOutcome, Replayer};
@@ -85,6 +92,7 @@ use crate::names::{
 use crate::segment::{SealedSegment, SegmentFooter, SegmentHeader};
 use crate::stream::{RecoveryReport, StreamEvent, StreamMachine};
 use crate::tier0::AdmitKind;
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Log target of the store's recovery events.
@@ -105,6 +113,11 @@ pub enum RecoveryEvent {
         position: u64,
         reason: String,
     },
+    /// A restore found no object for an uploaded segment older than every object
+    /// Tier 2 holds, with a retention policy configured: retention deleted it (its
+    /// `Tier2DeleteQueued` was in the lost unsealed chunk), and the restored stream
+    /// starts after it.
+    SegmentPresumedDeleted { key: String, segment_id: SegmentId },
     /// A record the crash kept from being committed was journaled now.
     RecordJournaled {
         record: RecordType,
@@ -120,6 +133,9 @@ impl RecoveryEvent {
             RecoveryEvent::SnapshotSkipped { .. } => "store_snapshot_skipped",
             RecoveryEvent::SegmentRepaired { .. } => "store_segment_repaired",
             RecoveryEvent::RecordJournaled { .. } => "store_recovery_record_journaled",
+            RecoveryEvent::SegmentPresumedDeleted { .. } => {
+                "store_restore_segment_presumed_deleted"
+            }
         }
     }
 }
@@ -155,6 +171,10 @@ pub struct RecoverySummary {
     pub log_only_unavailable: bool,
     /// Manifest chunks a restore downloaded and wrote locally.
     pub chunks_restored: u64,
+    /// Segments a restore took as deleted by retention: their objects were gone, all
+    /// older than every object Tier 2 holds (see
+    /// [`RecoveryEvent::SegmentPresumedDeleted`]).
+    pub segments_presumed_deleted: u64,
     /// Segments whose history a restore found in Tier 2 (adopted ones included); they
     /// have no local copy and are hydrated on read.
     pub segments_restored: u64,
@@ -184,8 +204,15 @@ pub(super) enum RecoveryOp {
     ListSnapshots,
     SnapshotLength(u64),
     ReadSnapshot(u64),
+    /// The snapshot read again: the first read did not decode, and a snapshot is
+    /// never skipped on one read.
+    ConfirmSnapshot(u64),
     ChunkLength(u64),
     ReadChunk(u64),
+    /// The chunk read again: the first read found corruption, and a replay never
+    /// trusts one read that did (a read may return flipped bits the disk does not
+    /// hold).
+    ConfirmChunk(u64),
     ListSegments,
     ListArtifacts,
     SegmentLength(SegmentId),
@@ -201,8 +228,10 @@ impl RecoveryOp {
             RecoveryOp::ListSnapshots => "list snapshots",
             RecoveryOp::SnapshotLength(_) => "snapshot length",
             RecoveryOp::ReadSnapshot(_) => "read snapshot",
+            RecoveryOp::ConfirmSnapshot(_) => "read snapshot again",
             RecoveryOp::ChunkLength(_) => "manifest chunk length",
             RecoveryOp::ReadChunk(_) => "read manifest chunk",
+            RecoveryOp::ConfirmChunk(_) => "read manifest chunk again",
             RecoveryOp::ListSegments => "list segments",
             RecoveryOp::ListArtifacts => "list Tier 1 artifacts",
             RecoveryOp::SegmentLength(_) => "sealed segment length",
@@ -240,6 +269,8 @@ pub(super) struct Recovering {
     replayer: Option<Replayer>,
     /// Position in `chunks` of the next chunk to replay.
     chunk_cursor: usize,
+    /// The first read of the chunk being read again.
+    first_chunk_read: Option<Bytes>,
     outcome: Option<ReplayOutcome>,
     segment_files: BTreeSet<SegmentId>,
     artifact_files: BTreeSet<SegmentId>,
@@ -364,6 +395,7 @@ impl Store {
             snapshots_tried: 0,
             replayer: None,
             chunk_cursor: 0,
+            first_chunk_read: None,
             outcome: None,
             segment_files: BTreeSet::new(),
             artifact_files: BTreeSet::new(),
@@ -569,10 +601,20 @@ impl Store {
             Ok(plan) => plan,
             Err(error) => return self.fail_opening(name, error),
         };
+        let writer_start = outcome.writer_start();
+        // Every local chunk below the writer's first is sealed, except the one it
+        // reseals (which it reports sealed itself once that is durable).
+        let resealed = writer_start.reseal.map(|commit| commit.chunk_index);
+        let sealed_chunks: Vec<u64> = recovering
+            .chunks
+            .iter()
+            .copied()
+            .filter(|&chunk| chunk < writer_start.next_chunk_index && Some(chunk) != resealed)
+            .collect();
         let manifest = match ManifestWriter::new(
             self.config.manifest,
             manifest_dir(name),
-            outcome.writer_start(),
+            writer_start,
             now_ms,
         ) {
             Ok(manifest) => manifest,
@@ -620,6 +662,7 @@ impl Store {
             manifest,
             index: outcome.index,
         };
+        self.adopt_sealed_chunks(name, &sealed_chunks);
         let mut summary = recovering.summary;
         let last = self.apply_reconcile(now_ms, name, plan, &mut summary);
         let Some(entry) = self.streams.get_mut(name) else {
@@ -834,34 +877,49 @@ fn advance(
                 },
             ))
         }
-        (RecoveryOp::ReadSnapshot(snapshot_id), DiskCompletion::Read(bytes)) => {
-            match Snapshot::decode(&bytes) {
-                Ok(snapshot) if snapshot.snapshot_id() == *snapshot_id => {
-                    let chunk_index = snapshot.position().chunk_index;
-                    recovering.chunk_cursor = recovering
-                        .chunks
-                        .partition_point(|&index| index < chunk_index);
-                    recovering.summary.snapshot_id = Some(*snapshot_id);
-                    recovering.replayer = Some(Replayer::new(Some(snapshot)));
-                    Ok(next_chunk(now_ms, stream, recovering))
-                }
-                Ok(snapshot) => {
-                    let reason = format!(
-                        "the file holds snapshot {} (its name says {snapshot_id})",
-                        snapshot.snapshot_id()
-                    );
-                    skip_snapshot(stream, recovering, *snapshot_id, reason);
-                    Ok(next_snapshot(now_ms, stream, recovering))
-                }
-                Err(error) => {
-                    skip_snapshot(stream, recovering, *snapshot_id, error.to_string());
-                    Ok(next_snapshot(now_ms, stream, recovering))
-                }
-            }
+        (RecoveryOp::ReadSnapshot(snapshot_id), DiskCompletion::Read(bytes))
+            if Snapshot::decode(&bytes).is_err() =>
+        {
+            Ok(Next::Issue(
+                RecoveryOp::ConfirmSnapshot(*snapshot_id),
+                DiskRequest::ReadAt {
+                    path: snapshot_path(stream, *snapshot_id),
+                    offset: 0,
+                    length: bytes.len() as u64,
+                },
+            ))
         }
+        (
+            RecoveryOp::ReadSnapshot(snapshot_id) | RecoveryOp::ConfirmSnapshot(snapshot_id),
+            DiskCompletion::Read(bytes),
+        ) => match Snapshot::decode(&bytes) {
+            Ok(snapshot) if snapshot.snapshot_id() == *snapshot_id => {
+                let chunk_index = snapshot.position().chunk_index;
+                recovering.chunk_cursor = recovering
+                    .chunks
+                    .partition_point(|&index| index < chunk_index);
+                recovering.summary.snapshot_id = Some(*snapshot_id);
+                recovering.replayer = Some(Replayer::new(Some(snapshot)));
+                Ok(next_chunk(now_ms, stream, recovering))
+            }
+            Ok(snapshot) => {
+                let reason = format!(
+                    "the file holds snapshot {} (its name says {snapshot_id})",
+                    snapshot.snapshot_id()
+                );
+                skip_snapshot(stream, recovering, *snapshot_id, reason);
+                Ok(next_snapshot(now_ms, stream, recovering))
+            }
+            Err(error) => {
+                skip_snapshot(stream, recovering, *snapshot_id, error.to_string());
+                Ok(next_snapshot(now_ms, stream, recovering))
+            }
+        },
         // A snapshot that vanished between the listing and the read: try the next.
         (
-            RecoveryOp::SnapshotLength(_) | RecoveryOp::ReadSnapshot(_),
+            RecoveryOp::SnapshotLength(_)
+            | RecoveryOp::ReadSnapshot(_)
+            | RecoveryOp::ConfirmSnapshot(_),
             DiskCompletion::Failed(DiskErrorKind::NotFound),
         ) => Ok(next_snapshot(now_ms, stream, recovering)),
         (RecoveryOp::ChunkLength(chunk_index), DiskCompletion::Length(length)) => Ok(Next::Issue(
@@ -873,7 +931,28 @@ fn advance(
                 length: length.min(u64::from(MANIFEST_CHUNK_BYTES_MAX)),
             },
         )),
-        (RecoveryOp::ReadChunk(chunk_index), DiskCompletion::Read(bytes)) => {
+        (RecoveryOp::ReadChunk(chunk_index), DiskCompletion::Read(bytes))
+            if !decode_chunk(*chunk_index, &bytes).corruptions.is_empty() =>
+        {
+            let length = bytes.len() as u64;
+            recovering.first_chunk_read = Some(bytes);
+            Ok(Next::Issue(
+                RecoveryOp::ConfirmChunk(*chunk_index),
+                DiskRequest::ReadAt {
+                    path: manifest_dir(stream).join(&chunk_file_name(*chunk_index)),
+                    offset: 0,
+                    length,
+                },
+            ))
+        }
+        (
+            RecoveryOp::ReadChunk(chunk_index) | RecoveryOp::ConfirmChunk(chunk_index),
+            DiskCompletion::Read(bytes),
+        ) => {
+            let bytes = match recovering.first_chunk_read.take() {
+                Some(first) => more_trusted_chunk_read(*chunk_index, first, bytes).0,
+                None => bytes,
+            };
             let replayer = recovering.replayer.as_mut().expect("replay started");
             replayer
                 .replay_chunk(now_ms, *chunk_index, &bytes)

@@ -25,6 +25,13 @@
 //!    manifest does not record as uploaded is **adopted** (its `UploadDone`, and its
 //!    `SegmentOpened`/`SealSegment` too, were in the lost unsealed chunk); a segment
 //!    whose delete was queued and whose object is gone gets its `Tier2Deleted`.
+//!    Under a retention policy, an uploaded segment whose object is gone and which is
+//!    older than every object Tier 2 holds was deleted by retention (its
+//!    `Tier2DeleteQueued` was in the lost unsealed chunk: retention deletes only the
+//!    oldest segments): it gets both records, a
+//!    [`RecoveryEvent::SegmentPresumedDeleted`](super::recovery::RecoveryEvent), and
+//!    the restored stream starts after it. Without a retention policy that is a
+//!    loss, and refused.
 //!    Adopting an object reads its artifact's tail ([`ArtifactIndex::decode_tail`],
 //!    ranged GETs), its first frame (the segment header) and its last frame (the
 //!    footer), and checks them against each other, the key and the manifest's seal.
@@ -63,7 +70,7 @@
 //! - Listings never hold more than their limits ([`STORE_RESTORE_CHUNKS_MAX`],
 //!   [`SNAPSHOT_SEGMENTS_MAX`] segment objects, [`STORE_RESTORE_SNAPSHOTS_LISTED_MAX`]).
 
-use super::recovery::RecoverySummary;
+use super::recovery::{RecoveryEvent, RecoverySummary};
 use super::{Phase, Route, Store, StoreError, StoreOp, StreamEntry};
 use crate::SegmentId;
 use crate::artifact::{ArtifactIndex, TailDecode, decode_frame};
@@ -78,7 +85,7 @@ use crate::limits::{
 };
 use crate::manifest::chunk::{chunk_file_name, chunk_temp_file_name};
 use crate::manifest::index::{Lifecycle, ManifestIndex};
-use crate::manifest::record::{ManifestRecord, Tier};
+use crate::manifest::record::{ManifestRecord, ReasonCode, Tier};
 use crate::manifest::replay::Replayer;
 use crate::manifest::snapshot::Snapshot;
 use crate::names::{
@@ -86,6 +93,7 @@ use crate::names::{
     snapshot_file_name, snapshot_object_key, snapshot_path, snapshots_dir,
 };
 use crate::segment::{SegmentFooter, SegmentHeader};
+use crate::tier2::RetentionPolicy;
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -233,6 +241,13 @@ pub(super) struct Restoring {
     dirs_to_sync: VecDeque<LocalPath>,
     marker: Marker,
     summary: RecoverySummary,
+    /// Set when a retention policy is configured (the reason its deletes carry): the
+    /// oldest segments may have been deleted from Tier 2 by a `Tier2DeleteQueued`
+    /// that was in the lost unsealed chunk.
+    retention_reason: Option<ReasonCode>,
+    /// Segments the manifest records as uploaded whose objects are gone, all older
+    /// than every object Tier 2 holds: deleted by retention (see `retention_reason`).
+    presumed_deleted: BTreeSet<SegmentId>,
 }
 
 impl Restoring {
@@ -299,6 +314,15 @@ fn disk_error(stream: &StreamName, op: &RestoreOp, completion: &DiskCompletion) 
     }
 }
 
+/// The reason retention's deletes carry under `policy`; `None` without retention.
+fn retention_reason(policy: &RetentionPolicy) -> Option<ReasonCode> {
+    match (policy.max_age_ms, policy.max_bytes) {
+        (None, None) => None,
+        (_, Some(_)) => Some(ReasonCode::RetentionSize),
+        (Some(_), None) => Some(ReasonCode::RetentionAge),
+    }
+}
+
 fn list(prefix: String) -> IoRequest {
     IoRequest::Object(ObjectRequest::List { prefix })
 }
@@ -333,6 +357,8 @@ impl Store {
             dirs_to_sync: VecDeque::new(),
             marker: Marker::NotPlaced,
             summary: RecoverySummary::default(),
+            retention_reason: retention_reason(&self.config.tier2.retention),
+            presumed_deleted: BTreeSet::new(),
         };
         let Some(entry) = self.streams.get_mut(stream) else {
             return;
@@ -804,22 +830,26 @@ fn next_chunk(stream: &StreamName, restoring: &mut Restoring) -> Result<Next, St
     // The planning replay's time figures are not kept: local recovery replays again.
     let outcome = replayer.finish(0);
     let index = outcome.index;
-    let to_adopt = choose_adoptions(stream, restoring, &index)?;
+    let (to_adopt, presumed_deleted) = choose_adoptions(stream, restoring, &index)?;
+    restoring.presumed_deleted = presumed_deleted;
     restoring.index = Some(index);
     restoring.to_adopt = to_adopt.into();
     next_adoption(stream, restoring)
 }
 
-/// Which objects to adopt; the errors that need no artifact read.
+/// Which objects to adopt, and which missing objects retention deleted; the errors
+/// that need no artifact read.
 fn choose_adoptions(
     stream: &StreamName,
     restoring: &Restoring,
     index: &ManifestIndex,
-) -> Result<Vec<SegmentId>, StoreError> {
+) -> Result<(Vec<SegmentId>, BTreeSet<SegmentId>), StoreError> {
     let objects = &restoring.segment_objects;
+    let first_object = objects.keys().next().copied();
     let last_object = objects.keys().next_back().copied();
     let newest_known = index.segments().keys().next_back().copied();
     let mut adopt = Vec::new();
+    let mut presumed_deleted = BTreeSet::new();
     for (&segment_id, entry) in index.segments() {
         let key = segment_object_key(stream, segment_id);
         match (objects.get(&segment_id), &entry.tier2_object) {
@@ -837,6 +867,16 @@ fn choose_adoptions(
             (Some(_), None) => adopt.push(segment_id),
             // Its deletion finished; the `Tier2Deleted` record was lost.
             (None, _) if entry.jobs.tier2_delete.is_some() => {}
+            // Retention deletes only the oldest segments, after journaling their
+            // `Tier2DeleteQueued` locally; a record the lost unsealed chunk held. A
+            // missing object older than every present one is that, and only that,
+            // when a retention policy is configured (without one, it is a loss).
+            (None, Some(_))
+                if restoring.retention_reason.is_some()
+                    && first_object.is_some_and(|first| segment_id < first) =>
+            {
+                presumed_deleted.insert(segment_id);
+            }
             (None, _) if last_object.is_none_or(|last| segment_id > last) => {
                 if let Lifecycle::Sealed(seal) = entry.lifecycle {
                     return Err(recovery_error(
@@ -882,7 +922,7 @@ fn choose_adoptions(
         adopt.push(segment_id);
     }
     adopt.sort_unstable();
-    Ok(adopt)
+    Ok((adopt, presumed_deleted))
 }
 
 fn next_adoption(stream: &StreamName, restoring: &mut Restoring) -> Result<Next, StoreError> {
@@ -1065,6 +1105,7 @@ fn adopt_frame(
 fn make_plan(stream: &StreamName, restoring: &mut Restoring) -> Result<RestorePlan, StoreError> {
     let index = restoring.index.as_ref().expect("planned");
     let mut records = Vec::new();
+    let mut summary_events = Vec::new();
     let mut deleted = BTreeSet::new();
     for (&segment_id, entry) in index.segments() {
         if !restoring.segment_objects.contains_key(&segment_id) && entry.jobs.tier2_delete.is_some()
@@ -1174,13 +1215,43 @@ fn make_plan(stream: &StreamName, restoring: &mut Restoring) -> Result<RestorePl
             });
         }
     }
+    for &segment_id in &restoring.presumed_deleted {
+        let key = segment_object_key(stream, segment_id);
+        records.push(ManifestRecord::Tier2DeleteQueued {
+            segment_id,
+            key: key.clone(),
+            reason: restoring
+                .retention_reason
+                .expect("presumed deleted only under a retention policy"),
+        });
+        summary_events.push(RecoveryEvent::SegmentPresumedDeleted {
+            key: key.clone(),
+            segment_id,
+        });
+        deleted.insert(segment_id);
+    }
     for &segment_id in &deleted {
+        // The restore lost every local copy: evictions first, so the `Tier2Deleted`
+        // leaves the entry with no copy and removes it.
+        let local = index.segment(segment_id).map(|entry| entry.local);
+        for (held, tier) in [
+            (local.is_some_and(|local| local.tier0), Tier::Tier0),
+            (local.is_some_and(|local| local.tier1), Tier::Tier1),
+        ] {
+            if held {
+                records.push(ManifestRecord::LocalEvicted { segment_id, tier });
+            }
+        }
         records.push(ManifestRecord::Tier2Deleted {
             segment_id,
             key: segment_object_key(stream, segment_id),
         });
     }
     let mut summary = std::mem::take(&mut restoring.summary);
+    summary.segments_presumed_deleted = restoring.presumed_deleted.len() as u64;
+    for event in summary_events {
+        summary.push(event);
+    }
     summary.segments_restored = held.len() as u64;
     summary.segments_adopted = restoring.adopted.len() as u64;
     Ok(RestorePlan {

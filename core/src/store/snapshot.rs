@@ -29,7 +29,13 @@
 //! # Manifest chunks
 //!
 //! Every sealed chunk (`ManifestEvent::ChunkSealed`) is read back and uploaded to
-//! `manifest/<stream>/<chunk>.mlog`. A local chunk file is removed (then the manifest
+//! `manifest/<stream>/<chunk>.mlog`. A read that finds corruption is not trusted
+//! alone: the chunk is read again, and only bytes two reads agree on are uploaded
+//! (Tier 2 holds what the disk holds, so a restore replays what a local recovery
+//! would; a read that flipped bits never reaches Tier 2). When a stream is reopened,
+//! every chunk still on local disk below the writer's first is copied again: a crash
+//! may have cut its copy short, and a gap in Tier 2 would make a restore refuse. A
+//! local chunk file is removed (then the manifest
 //! directory fsynced) once its Tier 2 copy is confirmed and it is neither the newest
 //! sealed chunk (the active chunk is never sealed, so that keeps the active and the
 //! previous one) nor at or after the chunk the latest snapshot starts in. A failed
@@ -53,6 +59,7 @@ use crate::limits::{
     STORE_SNAPSHOT_INTERVAL_MS_MIN, STORE_SNAPSHOT_WAITERS_MAX, STORE_UPKEEP_INTERVAL_MS,
     STORE_UPKEEP_ROUNDS_MAX,
 };
+use crate::manifest::chunk::{chunk_file_name, decode_chunk, more_trusted_chunk_read};
 use crate::manifest::index::ManifestIndex;
 use crate::manifest::snapshot::{ManifestPosition, Snapshot};
 use crate::manifest::writer::ManifestWriter;
@@ -147,6 +154,8 @@ struct LocalChunk {
     path: LocalPath,
     state: ChunkState,
     failed_rounds: u32,
+    /// A first read that found corruption, kept while the chunk is read again.
+    first_read: Option<Bytes>,
 }
 
 /// Per-stream snapshot and chunk state.
@@ -581,9 +590,42 @@ impl Store {
                 path,
                 state: ChunkState::Copying,
                 failed_rounds: 0,
+                first_read: None,
             },
         );
         self.read_chunk(name, chunk_index);
+    }
+
+    /// A reopened stream: the chunks `sealed_before` its writer's first chunk that
+    /// are still on local disk are copied to Tier 2 again, as if just sealed. A crash
+    /// may have cut a copy short, and a chunk missing from Tier 2 would leave a gap
+    /// that a restore after a disk loss refuses. A copy that did land is confirmed by
+    /// the conditional put (same key, same size), so copying again is harmless. Once
+    /// confirmed, the usual rule prunes the local files.
+    pub(super) fn adopt_sealed_chunks(&mut self, name: &StreamName, sealed_before: &[u64]) {
+        let Some(entry) = self.streams.get_mut(name) else {
+            return;
+        };
+        let state = &mut entry.snapshots;
+        assert!(
+            state.chunks.is_empty() && state.newest_sealed_chunk.is_none(),
+            "{name}: chunks are adopted once, before the writer seals any"
+        );
+        for &chunk_index in sealed_before {
+            state.chunks.insert(
+                chunk_index,
+                LocalChunk {
+                    path: manifest_dir(name).join(&chunk_file_name(chunk_index)),
+                    state: ChunkState::Copying,
+                    failed_rounds: 0,
+                    first_read: None,
+                },
+            );
+        }
+        state.newest_sealed_chunk = sealed_before.iter().copied().max();
+        for &chunk_index in sealed_before {
+            self.read_chunk(name, chunk_index);
+        }
     }
 
     fn read_chunk(&mut self, name: &StreamName, chunk_index: u64) {
@@ -625,6 +667,19 @@ impl Store {
             (ChunkStep::Read, IoCompletion::Disk(DiskCompletion::Read(bytes)))
                 if !bytes.is_empty() =>
             {
+                let bytes = match chunk.first_read.take() {
+                    None if !decode_chunk(chunk_index, &bytes).corruptions.is_empty() => {
+                        chunk.first_read = Some(bytes);
+                        return self.read_chunk(name, chunk_index);
+                    }
+                    None => bytes,
+                    Some(first) => match more_trusted_chunk_read(chunk_index, first, bytes) {
+                        (bytes, true) => bytes,
+                        (_, false) => {
+                            return chunk_round_failed(state, chunk_index, ChunkState::CopyFailed);
+                        }
+                    },
+                };
                 let object = ObjectKey::ManifestChunk {
                     stream: name.clone(),
                     chunk_index,
@@ -776,6 +831,10 @@ impl Store {
                 "{name}: chunk {chunk_index} is sealed"
             );
             assert!(chunk.failed_rounds <= STORE_UPKEEP_ROUNDS_MAX);
+            assert!(
+                chunk.first_read.is_none() || chunk.state == ChunkState::Copying,
+                "{name}: chunk {chunk_index} is read again only while being copied"
+            );
             if chunk.state == ChunkState::Removing {
                 let last = state.last.expect("removal follows a snapshot");
                 assert!(
