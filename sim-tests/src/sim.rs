@@ -1341,9 +1341,9 @@ impl Simulation {
             match reply {
                 StoreReply::Opened { next_offset, .. } if next_offset == expected => {}
                 StoreReply::Opened { next_offset: 0, .. } => outcome = DiskLoss::NotSupported,
-                // Known issue (docs/testing.md): a sealed manifest chunk whose Tier 2 copy
-                // a crash cut short is not copied again, so a restore can find a gap
-                // and refuses with a typed error naming it (safe, but the stream stays
+                // Known issue (docs/testing.md): in rare seeds with retention on, a
+                // restore finds a segment object missing between two present ones and
+                // refuses with a typed error naming it (safe, but the stream stays
                 // unavailable until an operator acts). A violation with --strict.
                 StoreReply::Error(StoreError::Recovery { reason, .. }) if !self.strict => {
                     self.known_issue(format!(

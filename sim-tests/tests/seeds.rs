@@ -6,7 +6,8 @@
 //!   and the workload really does what the checkers need: appends, reads, crashes,
 //!   restarts, and every checker other than 8 (which needs a failed fsync) runs.
 //! - Every seed that once found a bug (listed in `REGRESSION_SEEDS` with the bug)
-//!   passes.
+//!   passes; under madsim, so does every seed of `MADSIM_REGRESSION_SEEDS`, in strict
+//!   mode.
 //! - The same seed twice gives the same trace (compared by hash and line by line);
 //!   two different seeds give different traces.
 //! - The seeds listed as hitting the known torn-tail issue still do (so a fix of the
@@ -55,6 +56,46 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
     ),
 ];
 
+/// Seeds that found a bug under madsim (default size), with the bug. They run in
+/// strict mode: no known issue either.
+#[cfg(madsim)]
+const MADSIM_REGRESSION_SEEDS: &[(u64, &str)] = &[
+    // A sealed manifest chunk whose Tier 2 copy a crash cut short was never copied
+    // again; a restore after a disk loss then found the gap and refused.
+    (
+        1034,
+        "sealed chunks not copied to Tier 2 again after a restart",
+    ),
+    (
+        1713,
+        "sealed chunks not copied to Tier 2 again after a restart",
+    ),
+    // A read of the active segment returned a flipped bit in its last record, and
+    // recovery cut the durable record as a torn tail.
+    (
+        1245,
+        "recovery truncated on a single read that flipped a bit",
+    ),
+    (
+        1960,
+        "recovery truncated on a single read that flipped a bit",
+    ),
+    // A flipped bit in the replay's read of a manifest chunk left the chunk unsealed
+    // for good (the writer moved past it), so it was never copied to Tier 2.
+    (
+        2604,
+        "manifest replay trusted a single read that flipped a bit",
+    ),
+    // Retention deleted an object whose `Tier2DeleteQueued` was in the unsealed
+    // chunk a disk loss took; the restore took the missing oldest object for a loss.
+    (
+        1834,
+        "restore refused the oldest objects retention had deleted",
+    ),
+    // The start offset went back within a session.
+    (314, "start offset went back within a session"),
+];
+
 /// Seeds (tokio, default size) whose crash leaves a bad frame followed by valid ones
 /// in the active segment, which recovery refuses to truncate (docs/testing.md, known
 /// issues).
@@ -87,6 +128,26 @@ fn a_handful_of_seeds_pass_and_exercise_every_checker() {
 fn regression_seeds_pass() {
     for &(seed, bug) in REGRESSION_SEEDS {
         let report = run(seed, WorkloadSize::DEFAULT);
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed} ({bug}) violated again: {:?}",
+            report.violations
+        );
+    }
+}
+
+#[cfg(madsim)]
+#[test]
+fn madsim_regression_seeds_pass_strictly() {
+    for &(seed, bug) in MADSIM_REGRESSION_SEEDS {
+        let report = run_seed(
+            seed,
+            RunOptions {
+                size: WorkloadSize::DEFAULT,
+                keep_trace: false,
+                strict: true,
+            },
+        );
         assert!(
             report.violations.is_empty(),
             "seed {seed} ({bug}) violated again: {:?}",
