@@ -19,7 +19,10 @@
 //! One step of the loop: drain the machine's replies and requests; start requests up
 //! to the per-kind in-flight limits ([`DriverLimits`]); then wait for whichever comes
 //! first: an IO completion, a command from the embedding API, or the machine's next
-//! deadline; feed it in; repeat. When every command sender is gone the machine is told
+//! deadline; feed it in; repeat. After a deadline the loop yields to its executor once:
+//! a clock whose sleeps end at once (a deadline already past, a test's jumping clock)
+//! would otherwise keep it from ever returning `Pending` and starve the tasks sharing
+//! its thread, the callers waiting for replies included. When every command sender is gone the machine is told
 //! to shut down, and the loop ends once it says it is finished and no IO is in flight.
 //!
 //! **Invariants**
@@ -419,6 +422,7 @@ pub async fn run<M: Machine>(
         };
 
         let now_ms = ports.clock.now_ms();
+        let woke_by_deadline = matches!(wake, Wake::Deadline);
         match wake {
             Wake::Completion(id, kind, completion) => {
                 scheduler.finished(kind);
@@ -439,7 +443,28 @@ pub async fn run<M: Machine>(
         if limits.check_invariants {
             machine.check_invariants();
         }
+        if woke_by_deadline {
+            // A clock whose sleeps end at once (a deadline already past, a test's
+            // jumping clock) would keep this loop from ever returning `Pending`, and
+            // starve every task sharing its executor thread, the callers included.
+            yield_now().await;
+        }
     }
+}
+
+/// Returns `Pending` once (waking itself at once), so the executor runs other tasks.
+async fn yield_now() {
+    let mut yielded = false;
+    futures::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Carries out one request on the ports.

@@ -383,10 +383,13 @@ fn retention_by_age_deletes_every_sealed_segment_once_old() {
         // The clock jumps whenever the driver idles: everything sealed ages out.
         let settled = metrics_until(&sender, |metrics| {
             let stream = &metrics.streams["aged"];
+            // The active segment holding the last records ages out too, so the end
+            // state is one empty active segment at offset 100.
             stream.retention.segments_deleted > 0
                 && stream.retention.deletes_pending == 0
                 && stream.segments.total == 1
                 && stream.durable_next_offset == 100
+                && stream.start_offset == 100
         })
         .await;
         assert_eq!(
@@ -460,7 +463,11 @@ fn snapshots_land_locally_and_in_tier2_and_old_chunks_are_pruned() {
             .unwrap();
         let before = metrics_until(&sender, |metrics| {
             let stream = &metrics.streams["snap"];
-            pipeline_idle(metrics) && stream.snapshots.manifest_chunks_uploaded >= 3
+            // Each record fills a segment, which is sealed after it: 300 sealed and
+            // the new active one, each through to Tier 2.
+            pipeline_idle(metrics)
+                && stream.segments.total == 301
+                && stream.snapshots.manifest_chunks_uploaded >= 3
         })
         .await;
         let reply = sender

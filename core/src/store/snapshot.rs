@@ -860,6 +860,7 @@ fn chunk_round_failed(state: &mut SnapshotState, chunk_index: u64, failed: Chunk
         .get_mut(&chunk_index)
         .expect("the caller looked it up");
     chunk.failed_rounds += 1;
+    chunk.first_read = None;
     state.chunk_failures += 1;
     chunk.state = if chunk.failed_rounds >= STORE_UPKEEP_ROUNDS_MAX {
         ChunkState::GaveUp
