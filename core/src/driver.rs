@@ -19,11 +19,12 @@
 //! One step of the loop: drain the machine's replies and requests; start requests up
 //! to the per-kind in-flight limits ([`DriverLimits`]); then wait for whichever comes
 //! first: an IO completion, a command from the embedding API, or the machine's next
-//! deadline; feed it in; repeat. After a deadline the loop yields to its executor once:
-//! a clock whose sleeps end at once (a deadline already past, a test's jumping clock)
-//! would otherwise keep it from ever returning `Pending` and starve the tasks sharing
-//! its thread, the callers waiting for replies included. When every command sender is gone the machine is told
-//! to shut down, and the loop ends once it says it is finished and no IO is in flight.
+//! deadline; feed it in; repeat. After a deadline the loop yields to its executor
+//! once: a clock whose sleeps end at once (a deadline already past, a test's jumping
+//! clock) would otherwise keep it from ever returning `Pending` and starve the tasks
+//! sharing its thread, the callers waiting for replies included. When every command
+//! sender is gone the machine is told to shut down, and the loop ends once it says it
+//! is finished and no IO is in flight.
 //!
 //! **Invariants**
 //! - Every request the machine emits is carried out exactly once and its completion is
@@ -444,9 +445,7 @@ pub async fn run<M: Machine>(
             machine.check_invariants();
         }
         if woke_by_deadline {
-            // A clock whose sleeps end at once (a deadline already past, a test's
-            // jumping clock) would keep this loop from ever returning `Pending`, and
-            // starve every task sharing its executor thread, the callers included.
+            // Never starve the executor's other tasks (see the module doc).
             yield_now().await;
         }
     }

@@ -42,7 +42,7 @@
 //!   [`MANIFEST_REPLAY_CORRUPTIONS_KEPT_MAX`] corruptions are kept in detail.
 
 use crate::limits::MANIFEST_REPLAY_CORRUPTIONS_KEPT_MAX;
-use crate::manifest::chunk::{ChunkError, SlotHeader, decode_chunk};
+use crate::manifest::chunk::{ChunkError, DecodedChunk, SlotHeader, decode_chunk};
 use crate::manifest::index::ManifestIndex;
 use crate::manifest::record::DecodedFrame;
 use crate::manifest::snapshot::{ManifestPosition, Snapshot};
@@ -191,6 +191,17 @@ impl Replayer {
         chunk_index: u64,
         bytes: &[u8],
     ) -> Result<(), ReplayError> {
+        self.replay_decoded(now_ms, decode_chunk(chunk_index, bytes))
+    }
+
+    /// [`Replayer::replay_chunk`] for a chunk its driver already decoded (to judge
+    /// the read before replaying it).
+    pub fn replay_decoded(
+        &mut self,
+        now_ms: u64,
+        decoded: DecodedChunk,
+    ) -> Result<(), ReplayError> {
+        let chunk_index = decoded.chunk_index;
         if let Some(tail) = &self.tail
             && chunk_index <= tail.chunk_index
         {
@@ -214,7 +225,6 @@ impl Replayer {
             });
         }
 
-        let decoded = decode_chunk(chunk_index, bytes);
         self.figures.journal_lag_bytes += decoded.trimmed_bytes;
         self.tail = Some(ReplayTail {
             chunk_index,

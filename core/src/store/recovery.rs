@@ -877,18 +877,6 @@ fn advance(
                 },
             ))
         }
-        (RecoveryOp::ReadSnapshot(snapshot_id), DiskCompletion::Read(bytes))
-            if Snapshot::decode(&bytes).is_err() =>
-        {
-            Ok(Next::Issue(
-                RecoveryOp::ConfirmSnapshot(*snapshot_id),
-                DiskRequest::ReadAt {
-                    path: snapshot_path(stream, *snapshot_id),
-                    offset: 0,
-                    length: bytes.len() as u64,
-                },
-            ))
-        }
         (
             RecoveryOp::ReadSnapshot(snapshot_id) | RecoveryOp::ConfirmSnapshot(snapshot_id),
             DiskCompletion::Read(bytes),
@@ -910,6 +898,14 @@ fn advance(
                 skip_snapshot(stream, recovering, *snapshot_id, reason);
                 Ok(next_snapshot(now_ms, stream, recovering))
             }
+            Err(_) if matches!(op, RecoveryOp::ReadSnapshot(_)) => Ok(Next::Issue(
+                RecoveryOp::ConfirmSnapshot(*snapshot_id),
+                DiskRequest::ReadAt {
+                    path: snapshot_path(stream, *snapshot_id),
+                    offset: 0,
+                    length: bytes.len() as u64,
+                },
+            )),
             Err(error) => {
                 skip_snapshot(stream, recovering, *snapshot_id, error.to_string());
                 Ok(next_snapshot(now_ms, stream, recovering))
@@ -931,31 +927,35 @@ fn advance(
                 length: length.min(u64::from(MANIFEST_CHUNK_BYTES_MAX)),
             },
         )),
-        (RecoveryOp::ReadChunk(chunk_index), DiskCompletion::Read(bytes))
-            if !decode_chunk(*chunk_index, &bytes).corruptions.is_empty() =>
-        {
-            let length = bytes.len() as u64;
-            recovering.first_chunk_read = Some(bytes);
-            Ok(Next::Issue(
-                RecoveryOp::ConfirmChunk(*chunk_index),
-                DiskRequest::ReadAt {
-                    path: manifest_dir(stream).join(&chunk_file_name(*chunk_index)),
-                    offset: 0,
-                    length,
-                },
-            ))
-        }
         (
             RecoveryOp::ReadChunk(chunk_index) | RecoveryOp::ConfirmChunk(chunk_index),
             DiskCompletion::Read(bytes),
         ) => {
-            let bytes = match recovering.first_chunk_read.take() {
-                Some(first) => more_trusted_chunk_read(*chunk_index, first, bytes).0,
-                None => bytes,
+            let decoded = match recovering.first_chunk_read.take() {
+                None => {
+                    let decoded = decode_chunk(*chunk_index, &bytes);
+                    if !decoded.corruptions.is_empty() {
+                        let length = bytes.len() as u64;
+                        recovering.first_chunk_read = Some(bytes);
+                        return Ok(Next::Issue(
+                            RecoveryOp::ConfirmChunk(*chunk_index),
+                            DiskRequest::ReadAt {
+                                path: manifest_dir(stream).join(&chunk_file_name(*chunk_index)),
+                                offset: 0,
+                                length,
+                            },
+                        ));
+                    }
+                    decoded
+                }
+                Some(first) => {
+                    let (trusted, _) = more_trusted_chunk_read(*chunk_index, first, bytes);
+                    decode_chunk(*chunk_index, &trusted)
+                }
             };
             let replayer = recovering.replayer.as_mut().expect("replay started");
             replayer
-                .replay_chunk(now_ms, *chunk_index, &bytes)
+                .replay_decoded(now_ms, decoded)
                 .expect("chunks are replayed in increasing index order (sorted listing)");
             recovering.chunk_cursor += 1;
             Ok(next_chunk(now_ms, stream, recovering))

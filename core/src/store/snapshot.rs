@@ -35,10 +35,10 @@
 //! would; a read that flipped bits never reaches Tier 2). When a stream is reopened,
 //! every chunk still on local disk below the writer's first is copied again: a crash
 //! may have cut its copy short, and a gap in Tier 2 would make a restore refuse. A
-//! local chunk file is removed (then the manifest
-//! directory fsynced) once its Tier 2 copy is confirmed and it is neither the newest
-//! sealed chunk (the active chunk is never sealed, so that keeps the active and the
-//! previous one) nor at or after the chunk the latest snapshot starts in. A failed
+//! local chunk file is removed (then the manifest directory fsynced) once its Tier 2
+//! copy is confirmed and it is neither the newest sealed chunk (the active chunk is
+//! never sealed, so that keeps the active and the previous one) nor at or after the
+//! chunk the latest snapshot starts in. A failed
 //! read, upload or removal is retried on the upkeep timer, at most
 //! [`STORE_UPKEEP_ROUNDS_MAX`] rounds; then the chunk stays local.
 //!

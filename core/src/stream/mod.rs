@@ -62,7 +62,8 @@
 //! [`scan_tail`] it. A scan that would cut bytes or finds corruption is never acted
 //! on after one read: the file is read again, and of two reads that differ the one
 //! whose scan keeps more is used (a read may return flipped bits the disk does not
-//! hold; a flip breaks a checksum, it never makes one verify). Then remove leftover `*.tmp` files and:
+//! hold; a flip breaks a checksum, it never makes one verify). Then remove leftover
+//! `*.tmp` files and:
 //! - an **active** newest segment: truncate a torn tail (`Truncate`), rewrite, fsync,
 //!   fsync the directory; appends continue at the next dense offset with the same
 //!   digest. A bad record followed by a valid one ([`SegmentError::CorruptBeforeValidRecord`])

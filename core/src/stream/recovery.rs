@@ -65,7 +65,7 @@ pub(super) struct Recovering {
     previous_next_offset: Option<u64>,
     newest_length: u64,
     /// The first read of the newest segment, while it is being read again.
-    first_newest_read: Option<Bytes>,
+    first_newest_read: Option<Box<ScannedRead>>,
 }
 
 impl Recovering {
@@ -210,7 +210,7 @@ impl StreamMachine {
         step: IoStep,
         path: LocalPath,
         completion: DiskCompletion,
-    ) -> Result<Option<Option<Bytes>>, RecoveryError> {
+    ) -> Result<Option<Option<ScannedRead>>, RecoveryError> {
         let io_error = |kind| RecoveryError::Io {
             step,
             path: path.clone(),
@@ -307,11 +307,13 @@ impl StreamMachine {
                         read_bytes: bytes.len() as u64,
                     });
                 }
+                let scan = scan_tail(&bytes);
+                let read = (bytes, scan);
                 if stage == Stage::NewestRead {
-                    if scan_keeps(&bytes).is_some_and(|kept| kept == bytes.len() as u64) {
-                        return Ok(Some(Some(bytes)));
+                    if scan_keeps(&read) == Some(recovering.newest_length) {
+                        return Ok(Some(Some(read)));
                     }
-                    recovering.first_newest_read = Some(bytes);
+                    recovering.first_newest_read = Some(Box::new(read));
                     recovering.stage = Stage::NewestConfirm;
                     return Ok(None);
                 }
@@ -319,7 +321,7 @@ impl StreamMachine {
                     .first_newest_read
                     .take()
                     .expect("the first read is kept for the confirmation");
-                return Ok(Some(Some(more_trusted_read(first, bytes))));
+                return Ok(Some(Some(more_trusted_read(*first, read))));
             }
             (_, DiskCompletion::Failed(kind)) => return Err(io_error(kind)),
             (stage, other) => panic!(
@@ -330,7 +332,7 @@ impl StreamMachine {
         Ok(None)
     }
 
-    fn after_pointer(&self, recovering: &mut Recovering) -> Option<Option<Bytes>> {
+    fn after_pointer(&self, recovering: &mut Recovering) -> Option<Option<ScannedRead>> {
         if recovering.newest.is_none() {
             return Some(None);
         }
@@ -365,7 +367,7 @@ impl StreamMachine {
     fn plan_recovery(
         &mut self,
         recovering: &Recovering,
-        newest_bytes: Option<Bytes>,
+        newest_read: Option<ScannedRead>,
     ) -> Result<Steps, RecoveryError> {
         let stream = self.stream.clone();
         let mut remaining: VecDeque<Step> = recovering
@@ -390,7 +392,7 @@ impl StreamMachine {
                 pointer,
                 reason,
             };
-        let (Some(newest), Some(bytes)) = (recovering.newest, newest_bytes) else {
+        let (Some(newest), Some(read)) = (recovering.newest, newest_read) else {
             if let Some(pointer) = recovering.pointer {
                 return Err(disagrees(pointer, "no segment file exists"));
             }
@@ -410,7 +412,8 @@ impl StreamMachine {
         let Some(next_id) = next_segment_id(newest) else {
             return Err(RecoveryError::SegmentIdsExhausted { path });
         };
-        let scan = scan_newest(&path, &bytes, recovering.acknowledged_next_offset)?;
+        let bytes = read.0.clone();
+        let scan = scan_newest(&path, read, recovering.acknowledged_next_offset)?;
         let header = match &scan {
             TailScan::Active(tail) => tail.header,
             TailScan::Sealed { header, .. } => *header,
@@ -574,14 +577,13 @@ impl StreamMachine {
     }
 }
 
-/// Scans the newest segment. A bad record followed by valid ones (or a scan that
-/// cannot decide) is cut like a torn tail only if the valid prefix before it already
-/// holds every acknowledged record: the bytes after it were never acknowledged
-/// durable, so they are an unsynced write that reached the disk out of order.
-/// How many bytes of a newest segment a scan keeps: all of them for a sealed one,
-/// the valid prefix of an active one, `None` when the scan finds corruption.
-fn scan_keeps(bytes: &[u8]) -> Option<u64> {
-    match scan_tail(bytes) {
+/// A read of the newest segment and its [`scan_tail`].
+type ScannedRead = (Bytes, Result<TailScan, SegmentError>);
+
+/// How many bytes of a newest segment its scan keeps: all of them for a sealed one,
+/// the valid prefix of an active one, `None` when the scan found corruption.
+fn scan_keeps((bytes, scan): &ScannedRead) -> Option<u64> {
+    match scan {
         Ok(TailScan::Sealed { .. }) => Some(bytes.len() as u64),
         Ok(TailScan::Active(tail)) => Some(tail.valid_bytes),
         Err(_) => None,
@@ -592,20 +594,22 @@ fn scan_keeps(bytes: &[u8]) -> Option<u64> {
 /// disk's bytes. Reads that differ mean one returned flipped bits: a flip can only
 /// break a checksum, never make one verify, so the read whose scan keeps more is the
 /// disk's (a clean scan beats one that finds corruption).
-fn more_trusted_read(first: Bytes, second: Bytes) -> Bytes {
-    if first == second {
-        return first;
-    }
-    if scan_keeps(&second) > scan_keeps(&first) {
+fn more_trusted_read(first: ScannedRead, second: ScannedRead) -> ScannedRead {
+    if first.0 != second.0 && scan_keeps(&second) > scan_keeps(&first) {
         second
     } else {
         first
     }
 }
 
+/// Judges the newest segment from its scan. A bad record followed by valid ones (or
+/// a scan that cannot decide) is cut like a torn tail only if the valid prefix
+/// before it already holds every acknowledged record: the bytes after it were never
+/// acknowledged durable, so they are an unsynced write that reached the disk out of
+/// order.
 fn scan_newest(
     path: &LocalPath,
-    bytes: &Bytes,
+    (bytes, scan): ScannedRead,
     acknowledged_next_offset: Option<u64>,
 ) -> Result<TailScan, RecoveryError> {
     let corrupt = |source: SegmentError| RecoveryError::CorruptSegment {
@@ -613,7 +617,7 @@ fn scan_newest(
         position: source.position(),
         source,
     };
-    let error = match scan_tail(bytes) {
+    let error = match scan {
         Ok(scan) => return Ok(scan),
         Err(error) => error,
     };
