@@ -36,6 +36,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod ack_hint;
 pub mod artifact;
 pub mod backpressure;
 pub mod codec;

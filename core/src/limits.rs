@@ -142,6 +142,8 @@ pub const SEGMENT_RECORD_FRAME_HEADER_BYTES: u32 = 36;
 pub const SEGMENT_FOOTER_BYTES: u32 = 60;
 /// Bytes of the `current.sealed` pointer file.
 pub const SEALED_POINTER_BYTES: u32 = 40;
+/// Bytes of the `acknowledged` hint file.
+pub const ACK_HINT_BYTES: u32 = 32;
 /// Most bytes the tail scanner checksums while it looks for a valid record after a bad
 /// one. Past this budget it refuses to decide (an error), rather than truncate.
 pub const TAIL_SCAN_VERIFY_BYTES_MAX: u64 = 64 * RECORD_PAYLOAD_BYTES_MAX as u64;

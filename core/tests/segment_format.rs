@@ -27,6 +27,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use aof2_core::SegmentId;
+use aof2_core::ack_hint::AckHint;
 use aof2_core::codec::DecodeError;
 use aof2_core::limits::{
     SEALED_POINTER_BYTES, SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES,
@@ -335,6 +336,17 @@ fn golden_pointer_encodes_and_decodes() {
 
 // ---------------------------------------------------------------------------------
 // Single bit flips
+
+#[test]
+fn golden_ack_hint_encodes_and_decodes() {
+    let hint = AckHint {
+        segment_id: SegmentId(3),
+        next_offset: 5,
+    };
+    let committed = check_golden("acknowledged-v1", &hint.to_bytes());
+    assert_eq!(&committed[..8], b"AOF2ACKH");
+    assert_eq!(AckHint::decode(&committed).unwrap(), hint);
+}
 
 #[test]
 fn every_bit_flip_of_a_sealed_segment_is_detected() {

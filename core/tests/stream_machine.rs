@@ -17,6 +17,7 @@
 mod stream_disk;
 
 use aof2_core::SegmentId;
+use aof2_core::ack_hint::AckHint;
 use aof2_core::backpressure::{BackpressureKind, WouldBlock};
 use aof2_core::io::{DiskCompletion, DiskRequest, IoCompletion, IoId, ObjectCompletion};
 use aof2_core::pointer::SealedPointer;
@@ -26,7 +27,9 @@ use aof2_core::stream::{
     StreamConfig, StreamEvent, StreamFailure, StreamMachine,
 };
 use bytes::Bytes;
-use stream_disk::{Driver, Fault, POINTER, SEGMENTS_DIR, SimDisk, segment_file, stream_name};
+use stream_disk::{
+    ACK_HINT, Driver, Fault, POINTER, SEGMENTS_DIR, SimDisk, segment_file, stream_name,
+};
 
 fn config() -> StreamConfig {
     let config = StreamConfig {
@@ -63,6 +66,34 @@ fn write_at(request: &DiskRequest) -> (u64, usize) {
 
 fn is_sync(request: &DiskRequest) -> bool {
     matches!(request, DiskRequest::SyncFile { .. })
+}
+
+/// The `acknowledged` hint a write in flight overwrites in place.
+fn hint_written(request: &DiskRequest) -> AckHint {
+    match request {
+        DiskRequest::WriteAt {
+            path,
+            offset: 0,
+            bytes,
+        } if path.as_str() == ACK_HINT => AckHint::decode(bytes).unwrap(),
+        other => panic!("expected the hint write, got {other:?}"),
+    }
+}
+
+fn is_hint_sync(request: &DiskRequest) -> bool {
+    matches!(request, DiskRequest::SyncFile { path } if path.as_str() == ACK_HINT)
+}
+
+/// Completes a data sync and the hint write and fsync that follow it; returns the
+/// hint.
+fn complete_sync_and_hint(driver: &mut Driver) -> AckHint {
+    assert!(is_sync(&driver.in_flight[0].1));
+    driver.step();
+    let hint = hint_written(&driver.in_flight[0].1);
+    driver.step();
+    assert!(is_hint_sync(&driver.in_flight[0].1));
+    driver.step();
+    hint
 }
 
 fn would_block(kind: BackpressureKind) -> AppendError {
@@ -136,17 +167,32 @@ fn appends_get_dense_offsets_and_share_one_write() {
     );
     assert_eq!(driver.machine.metrics().backlog_bytes, 37 + 38 + 39);
     driver.step();
+    // The sync is done; the hint names record 0 before it is reported durable.
+    assert_eq!(
+        hint_written(&driver.in_flight[0].1),
+        AckHint {
+            segment_id: SegmentId(0),
+            next_offset: 1
+        }
+    );
+    driver.step();
+    assert!(is_hint_sync(&driver.in_flight[0].1));
+    assert_eq!(
+        driver.machine.durable_next_offset(),
+        0,
+        "synced is not reported durable before the hint is"
+    );
+    driver.step();
     assert_eq!(
         driver.machine.durable_next_offset(),
         1,
         "the sync covered record 0"
     );
-    // Then one write with both buffered frames, and one sync.
+    // Then one write with both buffered frames, one sync, one hint.
     assert_eq!(driver.in_flight.len(), 1);
     assert_eq!(write_at(&driver.in_flight[0].1), (77, 38 + 39));
     driver.step();
-    assert!(is_sync(&driver.in_flight[0].1));
-    driver.step();
+    assert_eq!(complete_sync_and_hint(&mut driver).next_offset, 3);
     assert!(driver.in_flight.is_empty());
     assert_eq!(driver.machine.durable_next_offset(), 3);
     assert_eq!(
@@ -312,8 +358,7 @@ fn failed_fsync_rewrites_every_non_durable_byte_then_syncs_again() {
     assert_eq!(driver.in_flight.len(), 1);
     assert_eq!(write_at(&driver.in_flight[0].1), (40, 37 + 37));
     driver.step();
-    assert!(is_sync(&driver.in_flight[0].1));
-    driver.step();
+    assert_eq!(complete_sync_and_hint(&mut driver).next_offset, 2);
     assert_eq!(driver.machine.durable_next_offset(), 2);
     assert!(driver.machine.is_open());
     let metrics = driver.machine.metrics();
@@ -560,8 +605,9 @@ fn rollover_blocks_appends_until_the_segment_is_opened() {
         driver.step();
         steps += 1;
     }
-    // Write + sync of the footer, five pointer steps, five segment steps.
-    assert_eq!(steps, 12);
+    // Write + sync of the footer (no hint: it adds no record), five pointer steps,
+    // five hint steps, five segment steps.
+    assert_eq!(steps, 17);
     assert!(driver.machine.is_open());
 }
 
@@ -920,6 +966,180 @@ fn recovery_refuses_a_bad_record_followed_by_valid_ones() {
         driver.machine.metrics().torn_tail_bytes_truncated,
         bytes.len() as u64 - positions[1]
     );
+}
+
+/// Segment 0 with records `a`, `bb`, `ccc` whose middle record reads back as zeros
+/// (a write the crash lost while a later one reached the disk), and the
+/// `acknowledged` hint at `hinted`.
+fn disk_with_a_hole(hinted: u64) -> (SimDisk, Vec<u8>, Vec<u64>) {
+    let (mut bytes, positions) = segment_bytes(0, 0, &[b"a", b"bb", b"ccc"]);
+    bytes[positions[1] as usize..positions[2] as usize].fill(0);
+    let mut disk = SimDisk::new();
+    disk.put_durable(&segment_file(0), &bytes);
+    let hint = AckHint {
+        segment_id: SegmentId(0),
+        next_offset: hinted,
+    };
+    disk.put_durable(ACK_HINT, &hint.to_bytes());
+    (disk, bytes, positions)
+}
+
+#[test]
+fn recovery_cuts_a_hole_the_hint_proves_was_never_acknowledged() {
+    let (disk, bytes, positions) = disk_with_a_hole(1);
+    let mut driver = Driver::recover(config(), disk, 0, None);
+    driver.run();
+    assert!(driver.machine.is_open(), "{:?}", driver.machine.failure());
+    assert_eq!(driver.machine.next_offset(), Some(1));
+    assert_eq!(ready(&driver, 0), b"a");
+    let report = driver
+        .take_events()
+        .into_iter()
+        .find_map(|event| match event {
+            StreamEvent::Recovered(report) => Some(report),
+            _ => None,
+        })
+        .expect("a Recovered event");
+    assert_eq!(report.acknowledged_hint, Some(1));
+    assert_eq!(report.truncated_bytes, bytes.len() as u64 - positions[1]);
+    // The hint was published again, durably, before the stream came up.
+    let mut crashed = driver.disk.clone();
+    crashed.crash_losing_everything_pending();
+    let hint = AckHint::decode(&crashed.read(ACK_HINT).unwrap()).unwrap();
+    assert_eq!(hint.next_offset, 1);
+    assert_eq!(crashed.records(SEGMENTS_DIR).len(), 1);
+    // Appends continue at the cut.
+    assert_eq!(driver.append(b"d"), Ok(1));
+}
+
+#[test]
+fn recovery_refuses_a_hole_below_the_hint() {
+    // Record 1 was acknowledged durable: the zeros are lost acknowledged data.
+    let (disk, _, positions) = disk_with_a_hole(2);
+    let mut driver = Driver::recover(config(), disk, 0, None);
+    driver.run();
+    let StreamFailure::Recovery(error) = failure(&driver) else {
+        panic!("{:?}", driver.machine.failure());
+    };
+    assert!(
+        matches!(
+            &error,
+            RecoveryError::CorruptSegment {
+                source: SegmentError::CorruptBeforeValidRecord { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(error.position(), Some(positions[1]));
+}
+
+#[test]
+fn recovery_without_a_readable_hint_refuses_the_hole() {
+    let (mut disk, _, _) = disk_with_a_hole(1);
+    let mut rotten = disk.read(ACK_HINT).unwrap();
+    rotten[20] ^= 1;
+    disk.put_durable(ACK_HINT, &rotten);
+    let mut driver = Driver::recover(config(), disk, 0, None);
+    driver.run();
+    assert!(
+        matches!(
+            failure(&driver),
+            StreamFailure::Recovery(RecoveryError::CorruptSegment {
+                source: SegmentError::CorruptBeforeValidRecord { .. },
+                ..
+            })
+        ),
+        "a hint that does not decode is no hint"
+    );
+    let hint_reads = driver
+        .disk
+        .log
+        .iter()
+        .filter(|request| {
+            matches!(request, DiskRequest::ReadAt { path, .. } if path.as_str() == ACK_HINT)
+        })
+        .count();
+    assert_eq!(hint_reads, 2, "a hint that does not decode is read again");
+}
+
+#[test]
+fn recovery_refuses_a_stream_whose_segments_vanished_below_the_hint() {
+    let mut disk = SimDisk::new();
+    let hint = AckHint {
+        segment_id: SegmentId(3),
+        next_offset: 9,
+    };
+    disk.put_durable(ACK_HINT, &hint.to_bytes());
+    let mut driver = Driver::recover(config(), disk, 0, None);
+    driver.run();
+    assert!(matches!(
+        failure(&driver),
+        StreamFailure::Recovery(RecoveryError::CorruptSegment {
+            source: SegmentError::AcknowledgedRecordsMissing {
+                next_offset: 0,
+                acknowledged_next_offset: 9,
+                ..
+            },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_failed_hint_write_or_fsync_is_a_flush_failure_and_is_redone() {
+    for failing_step in [1, 2] {
+        let mut driver = fresh(config());
+        driver.append(b"a").unwrap();
+        driver.step(); // written
+        driver.step(); // synced: the hint write is in flight
+        if failing_step == 2 {
+            driver.step(); // the hint is written: its fsync is in flight
+            assert!(is_hint_sync(&driver.in_flight[0].1));
+        }
+        driver.complete(0, Some(Fault::Before));
+        assert_eq!(
+            driver.machine.durable_next_offset(),
+            0,
+            "step {failing_step}"
+        );
+        let events = driver.take_events();
+        assert!(
+            matches!(
+                events.as_slice(),
+                [StreamEvent::FlushFailed { path, consecutive_failures: 1, retrying: true, .. }]
+                    if path.as_str() == ACK_HINT
+            ),
+            "step {failing_step}: {events:?}"
+        );
+        // The rewrite from memory, its fsync, then the hint again.
+        assert_eq!(write_at(&driver.in_flight[0].1), (40, 37));
+        driver.step();
+        assert_eq!(complete_sync_and_hint(&mut driver).next_offset, 1);
+        assert_eq!(driver.machine.durable_next_offset(), 1);
+        let metrics = driver.machine.metrics();
+        assert_eq!(metrics.flush_failures, 1);
+        assert_eq!(metrics.flushes, 1);
+    }
+}
+
+#[test]
+fn hint_failures_past_the_retries_poison_naming_the_hint() {
+    let mut driver = fresh(config());
+    driver.append(b"a").unwrap();
+    for _ in 0..=config().flush_max_retries {
+        driver.step(); // written
+        driver.step(); // synced
+        let hint = driver
+            .find(|request| matches!(request, DiskRequest::WriteAt { path, .. } if path.as_str() == ACK_HINT))
+            .unwrap();
+        driver.complete(hint, Some(Fault::Before));
+    }
+    assert!(matches!(
+        failure(&driver),
+        StreamFailure::FlushRetriesExhausted { path, failures: 3, .. } if path.as_str() == ACK_HINT
+    ));
+    assert_eq!(driver.machine.durable_next_offset(), 0);
 }
 
 #[test]

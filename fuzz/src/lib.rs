@@ -8,6 +8,7 @@
 
 #![deny(unsafe_code)]
 
+use aof2_core::ack_hint::AckHint;
 use aof2_core::artifact::{self, ArtifactIndex, TailDecode};
 use aof2_core::codec::Reader;
 use aof2_core::manifest::chunk::decode_chunk;
@@ -53,12 +54,14 @@ pub fn manifest_record_decode(data: &[u8]) {
 }
 
 /// Scans arbitrary bytes as a segment file found on disk after a crash, and decodes
-/// them as a sealed segment and as a `current.sealed` pointer.
+/// them as a sealed segment, as a `current.sealed` pointer and as an `acknowledged`
+/// hint (the small files recovery reads next to the segments).
 ///
 /// **Invariants checked**: no panic; an active tail accounts for every byte
 /// (`valid_bytes + dropped_bytes == len`); truncating to `valid_bytes` and scanning
 /// again keeps the same records and drops nothing; a scan that says sealed agrees with
-/// `SealedSegment::decode`; a decoded sealed segment re-encodes its records densely.
+/// `SealedSegment::decode`; a decoded sealed segment re-encodes its records densely; a
+/// decoded pointer or hint re-encodes to exactly the input bytes.
 pub fn segment_tail_scan(data: &[u8]) {
     match scan_tail(data) {
         Ok(TailScan::Active(tail)) => {
@@ -87,7 +90,12 @@ pub fn segment_tail_scan(data: &[u8]) {
         }
         assert_eq!(expected, sealed.next_offset());
     }
-    let _ = SealedPointer::decode(data);
+    if let Ok(pointer) = SealedPointer::decode(data) {
+        assert_eq!(pointer.to_bytes(), data, "a pointer has one encoding");
+    }
+    if let Ok(hint) = AckHint::decode(data) {
+        assert_eq!(hint.to_bytes(), data, "a hint has one encoding");
+    }
 }
 
 /// Decodes arbitrary bytes as a seekable artifact: whole, and the cold-read way (tail

@@ -6,12 +6,10 @@
 //!   and the workload really does what the checkers need: appends, reads, crashes,
 //!   restarts, and every checker other than 8 (which needs a failed fsync) runs.
 //! - Every seed that once found a bug (listed in `REGRESSION_SEEDS` with the bug)
-//!   passes; under madsim, so does every seed of `MADSIM_REGRESSION_SEEDS`, in strict
-//!   mode.
+//!   passes in strict mode (no known issue either); under madsim, so does every seed
+//!   of `MADSIM_REGRESSION_SEEDS`.
 //! - The same seed twice gives the same trace (compared by hash and line by line);
 //!   two different seeds give different traces.
-//! - The seeds listed as hitting the known torn-tail issue still do (so a fix of the
-//!   store is noticed and they move to the regression list).
 
 use aof2_sim_tests::{Checker, RunOptions, SeedReport, Summary, WorkloadSize, run_seed};
 
@@ -54,6 +52,11 @@ const REGRESSION_SEEDS: &[(u64, &str)] = &[
         36,
         "footer written together with (or before) durable frames",
     ),
+    // tokio: a crash kept a later unsynced write and lost an earlier one; recovery
+    // refused the hole followed by valid frames as corruption (no acknowledged hint).
+    (16, "a torn unsynced write refused as corruption"),
+    (19, "a torn unsynced write refused as corruption"),
+    (21, "a torn unsynced write refused as corruption"),
 ];
 
 /// Seeds that found a bug under madsim (default size), with the bug. They run in
@@ -97,13 +100,12 @@ const MADSIM_REGRESSION_SEEDS: &[(u64, &str)] = &[
     (6061, "a failed chunk re-read kept the first read"),
     // The start offset went back within a session.
     (314, "start offset went back within a session"),
+    // A crash kept a later unsynced write and lost an earlier one: recovery refused
+    // the hole followed by valid frames as corruption (198 of seeds 0..2000 did).
+    (19, "a torn unsynced write refused as corruption"),
+    (46, "a torn unsynced write refused as corruption"),
+    (1011, "a torn unsynced write refused as corruption"),
 ];
-
-/// Seeds (tokio, default size) whose crash leaves a bad frame followed by valid ones
-/// in the active segment, which recovery refuses to truncate (docs/testing.md, known
-/// issues).
-#[cfg(not(madsim))]
-const KNOWN_TORN_TAIL_SEEDS: &[u64] = &[16, 19, 21];
 
 #[test]
 fn a_handful_of_seeds_pass_and_exercise_every_checker() {
@@ -128,9 +130,16 @@ fn a_handful_of_seeds_pass_and_exercise_every_checker() {
 }
 
 #[test]
-fn regression_seeds_pass() {
+fn regression_seeds_pass_strictly() {
     for &(seed, bug) in REGRESSION_SEEDS {
-        let report = run(seed, WorkloadSize::DEFAULT);
+        let report = run_seed(
+            seed,
+            RunOptions {
+                size: WorkloadSize::DEFAULT,
+                keep_trace: false,
+                strict: true,
+            },
+        );
         assert!(
             report.violations.is_empty(),
             "seed {seed} ({bug}) violated again: {:?}",
@@ -168,30 +177,4 @@ fn a_seed_replays_identically() {
     assert_eq!(first.trace, second.trace);
     let other = run(4, WorkloadSize::SMALL);
     assert_ne!(first.trace_hash, other.trace_hash);
-}
-
-#[cfg(not(madsim))]
-#[test]
-fn known_torn_tail_seeds_still_hit_the_known_issue() {
-    for &seed in KNOWN_TORN_TAIL_SEEDS {
-        let report = run(seed, WorkloadSize::DEFAULT);
-        assert!(report.violations.is_empty(), "{:?}", report.violations);
-        assert!(
-            report
-                .known_issues
-                .iter()
-                .any(|issue| issue.contains("refuses to truncate a torn tail")),
-            "seed {seed} no longer hits the torn-tail refusal: if the store now recovers \
-             it, move the seed to REGRESSION_SEEDS and update docs/testing.md"
-        );
-        let strict = run_seed(
-            seed,
-            RunOptions {
-                size: WorkloadSize::DEFAULT,
-                keep_trace: false,
-                strict: true,
-            },
-        );
-        assert!(!strict.violations.is_empty(), "strict mode reports it");
-    }
 }

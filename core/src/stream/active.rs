@@ -272,6 +272,15 @@ impl ActiveSegment {
         bytes.freeze()
     }
 
+    /// The durable next offset once the bytes up to `covers` are durable: records that
+    /// end within `covers` count.
+    pub fn next_offset_durable_at(&self, covers: u64) -> u64 {
+        let records = self
+            .records
+            .partition_point(|record| record.end() <= covers);
+        self.base_offset() + records as u64
+    }
+
     /// A sync that covered `covers` completed: those bytes are durable. Returns whether
     /// more records became durable.
     pub fn mark_durable(&mut self, covers: u64) -> bool {

@@ -58,6 +58,9 @@ pub struct RecoveryReport {
     pub newest_was_sealed: bool,
     /// `current.sealed` was missing or stale and was published again.
     pub pointer_republished: bool,
+    /// The `acknowledged` hint read from disk, if one decoded: every record reported
+    /// durable before the crash is below it.
+    pub acknowledged_hint: Option<u64>,
 }
 
 /// An event for the driver (log it under [`LOG_TARGET_STREAM`]) and the coordinator.

@@ -16,6 +16,15 @@
 //!   wants one; appends arriving meanwhile form the next group. A sync covers the
 //!   bytes whose writes had completed when it was issued, and only its success moves
 //!   the durable watermark ([`StreamMachine::durable_next_offset`]).
+//! - **The `acknowledged` hint before the watermark.** When a sync makes new records
+//!   durable, the stream overwrites `streams/<stream>/acknowledged`
+//!   ([`crate::ack_hint`]) with their next offset and fsyncs it, and only then moves
+//!   the watermark. The hint on disk is thus never below what the active segment
+//!   reported durable, which lets recovery cut a hole that a crash tore into unsynced
+//!   writes (pages reach the disk in any order) without ever cutting an acknowledged
+//!   record. The price is a second fsync per flush, of one 32-byte write; a flush that
+//!   adds no record (the footer's) needs none. A failed hint write or fsync is a flush
+//!   failure like any other.
 //! - **Writes and syncs never overlap.** If a write were in flight while an fsync
 //!   fails, its pages could reach the disk beyond pages the failed fsync lost: a hole
 //!   followed by valid records, which recovery cannot tell from corruption. So the
@@ -68,18 +77,24 @@
 //!   fsync the directory; appends continue at the next dense offset with the same
 //!   digest. A bad record followed by a valid one ([`SegmentError::CorruptBeforeValidRecord`])
 //!   is a [`RecoveryError::CorruptSegment`] naming file and position, never a silent
-//!   truncation, unless the `acknowledged_next_offset` hint proves that nothing from
-//!   the bad record on was ever acknowledged durable (an unsynced write that reached
-//!   the disk out of order): then it is cut like a torn tail. Writes and syncs never
-//!   overlap, so the stream itself never leaves such a hole behind a failed fsync;
-//!   but a crash during one large unsynced write may, on a real disk, persist its
-//!   later pages and not its earlier ones. Without the hint that case is reported as
-//!   corruption too: the safe direction, at the price of an operator decision.
+//!   truncation, unless the acknowledged next offset (the `acknowledged` file, read
+//!   right after the listing, or the caller's `acknowledged_next_offset`, whichever is
+//!   higher) proves that nothing from the bad record on was ever acknowledged durable
+//!   (unsynced writes that reached the disk out of order): then it is cut like a torn
+//!   tail. Writes and syncs never overlap, so the stream itself never leaves such a
+//!   hole behind a failed fsync; but a crash while unsynced writes are pending may
+//!   persist later pages and not earlier ones. Without a readable hint that case is
+//!   reported as corruption too: the safe direction, at the price of an operator
+//!   decision. The hint is then published again (temp, fsync, rename, fsync dir) with
+//!   the recovered next offset before the stream reports it durable.
 //! - a **sealed** newest segment: rewrite, fsync, republish `current.sealed` if it is
 //!   missing or older, emit `Sealed { recovered: true }`, open the next segment.
 //! - **no segment file**: open segment 0 at offset 0 (or fail if `current.sealed` says
-//!   segments existed; the coordinator then restores them or uses
-//!   [`StreamMachine::create`]).
+//!   segments existed, or the hint names acknowledged records; the coordinator then
+//!   restores them or uses [`StreamMachine::create`]).
+//!
+//! Opening any segment (create, rollover, recovery) first publishes the hint with the
+//! new segment's base offset, so the file always exists for the in-place overwrites.
 //!
 //! The stream's directories must exist (the coordinator creates them with the stream).
 //!
@@ -118,8 +133,11 @@ pub use event::{
 pub use steps::{IoStep, TEMP_FILE_SUFFIX};
 
 use crate::SegmentId;
+use crate::ack_hint::AckHint;
 use crate::backpressure::{BackpressureKind, WouldBlock};
-use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, IoRequest};
+use crate::io::{
+    DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, IoRequest, LocalPath,
+};
 use crate::limits::{
     SEGMENT_FOOTER_BYTES, SEGMENT_RECORD_FRAME_HEADER_BYTES, STREAM_EVENTS_QUEUED_MAX,
     STREAM_IO_IN_FLIGHT_MAX,
@@ -131,7 +149,7 @@ use active::ActiveSegment;
 use bytes::Bytes;
 use recovery::Recovering;
 use std::collections::{BTreeMap, VecDeque};
-use steps::{Step, Steps, open_steps, pointer_steps, request_path};
+use steps::{Step, Steps, ack_hint_path, open_steps, pointer_steps, request_path};
 
 /// Most phase transitions one input can cause (open -> draining -> steps milestones);
 /// a bound on the pump loop, not a tuning knob.
@@ -162,6 +180,10 @@ enum Purpose {
     DataWrite { start: u64, end: u64 },
     /// Fsyncs the active segment; covers bytes up to `covers`.
     DataSync { covers: u64 },
+    /// Overwrites the `acknowledged` hint after the sync that covered `covers`.
+    AckHintWrite { covers: u64 },
+    /// Fsyncs the `acknowledged` hint; then the records within `covers` are durable.
+    AckHintSync { covers: u64 },
     /// A read of the recovery scan.
     Recovery,
     /// A step of a script.
@@ -225,6 +247,8 @@ pub struct StreamMachine {
     coordinator_watermark: u64,
     write_in_flight: Option<IoId>,
     sync_in_flight: Option<IoId>,
+    /// The write or fsync of the `acknowledged` hint that completes a flush.
+    ack_in_flight: Option<IoId>,
     consecutive_flush_failures: u32,
     next_io_id: u64,
     /// Requests not yet handed to the driver, in issue order.
@@ -303,6 +327,7 @@ impl StreamMachine {
             coordinator_watermark: 0,
             write_in_flight: None,
             sync_in_flight: None,
+            ack_in_flight: None,
             consecutive_flush_failures: 0,
             next_io_id: 0,
             outbox: VecDeque::new(),
@@ -437,6 +462,16 @@ impl StreamMachine {
                 assert_eq!(self.sync_in_flight.take(), Some(id), "the one sync");
                 let result = done_or_failed(id, completion);
                 self.handle_sync_done(covers, result);
+            }
+            Purpose::AckHintWrite { covers } => {
+                assert_eq!(self.ack_in_flight.take(), Some(id), "the one hint write");
+                let result = done_or_failed(id, completion);
+                self.handle_ack_hint_written(covers, result);
+            }
+            Purpose::AckHintSync { covers } => {
+                assert_eq!(self.ack_in_flight.take(), Some(id), "the one hint sync");
+                let result = done_or_failed(id, completion);
+                self.handle_ack_hint_synced(covers, result);
             }
             Purpose::Recovery => self.handle_recovery_completion(id, completion),
             Purpose::Step => self.handle_step_completion(id, completion),
@@ -620,6 +655,12 @@ impl StreamMachine {
         };
         let writes = count(|purpose| matches!(purpose, Purpose::DataWrite { .. }));
         let syncs = count(|purpose| matches!(purpose, Purpose::DataSync { .. }));
+        let hints = count(|purpose| {
+            matches!(
+                purpose,
+                Purpose::AckHintWrite { .. } | Purpose::AckHintSync { .. }
+            )
+        });
         let recovery_reads = count(|purpose| matches!(purpose, Purpose::Recovery));
         let steps = count(|purpose| matches!(purpose, Purpose::Step));
         assert_eq!(
@@ -628,6 +669,7 @@ impl StreamMachine {
             "writes"
         );
         assert_eq!(syncs, usize::from(self.sync_in_flight.is_some()), "syncs");
+        assert_eq!(hints, usize::from(self.ack_in_flight.is_some()), "hints");
         if let Some(id) = self.write_in_flight {
             assert!(matches!(
                 self.in_flight[&id].purpose,
@@ -650,14 +692,18 @@ impl StreamMachine {
         match &self.phase {
             Phase::Recovering(recovering) => {
                 assert!(self.segment.is_none(), "no segment while scanning");
-                assert_eq!(writes + syncs + steps, 0, "only recovery reads");
+                assert_eq!(writes + syncs + hints + steps, 0, "only recovery reads");
                 assert_eq!(
                     recovery_reads,
                     usize::from(recovering.in_flight().is_some())
                 );
             }
             Phase::Steps(script) => {
-                assert_eq!(writes + syncs + recovery_reads, 0, "steps run alone");
+                assert_eq!(
+                    writes + syncs + hints + recovery_reads,
+                    0,
+                    "steps run alone"
+                );
                 assert_eq!(steps, usize::from(script.in_flight.is_some()), "one step");
                 if let Some((id, step)) = &script.in_flight {
                     assert_eq!(self.in_flight[id].purpose, Purpose::Step);
@@ -714,11 +760,27 @@ impl StreamMachine {
                         "a sync covers written bytes"
                     );
                 }
-                assert!(writes + syncs <= 1, "writes and syncs never overlap");
+                if let Some(id) = self.ack_in_flight
+                    && let Purpose::AckHintWrite { covers } | Purpose::AckHintSync { covers } =
+                        self.in_flight[&id].purpose
+                {
+                    assert!(
+                        segment.next_offset_durable_at(covers) > segment.durable_next_offset(),
+                        "a hint is written for new durable records"
+                    );
+                    assert!(
+                        covers <= segment.written_bytes,
+                        "a hint covers written bytes"
+                    );
+                }
+                assert!(
+                    writes + syncs + hints <= 1,
+                    "writes, syncs and hints never overlap"
+                );
                 if self.write_in_flight.is_none() {
                     assert_eq!(segment.issued_bytes, segment.written_bytes, "no write");
                 }
-                if writes + syncs == 0 {
+                if writes + syncs + hints == 0 {
                     assert_eq!(segment.issued_bytes, segment.appended_bytes, "group commit");
                     assert!(
                         segment.written_bytes == segment.durable_bytes || !self.sync_wanted(),
@@ -889,7 +951,9 @@ impl StreamMachine {
             return false;
         }
         assert!(
-            self.write_in_flight.is_none() && self.sync_in_flight.is_none(),
+            self.write_in_flight.is_none()
+                && self.sync_in_flight.is_none()
+                && self.ack_in_flight.is_none(),
             "a fully durable segment has no data IO in flight"
         );
         self.finish_draining();
@@ -899,7 +963,10 @@ impl StreamMachine {
     /// Issues the sync the policy asks for, else the group-commit write of everything
     /// buffered, if no data request is in flight.
     fn pump_data(&mut self) {
-        if self.write_in_flight.is_some() || self.sync_in_flight.is_some() {
+        if self.write_in_flight.is_some()
+            || self.sync_in_flight.is_some()
+            || self.ack_in_flight.is_some()
+        {
             return;
         }
         let sync_wanted = self.sync_wanted();
@@ -967,32 +1034,74 @@ impl StreamMachine {
                     self.raise_durable(next_offset);
                 }
             }
-            Err(kind) => self.handle_flush_failure(kind),
+            Err(kind) => self.handle_flush_failure(kind, None),
         }
     }
 
+    /// The active segment is fsynced through `covers`. Records that became durable are
+    /// reported only once the `acknowledged` hint names them (see [`crate::ack_hint`]):
+    /// the hint is overwritten and fsynced first. A sync that adds no record (the
+    /// footer's) completes at once.
     fn handle_sync_done(&mut self, covers: u64, result: Result<(), DiskErrorKind>) {
         assert!(
             matches!(self.phase, Phase::Open | Phase::Draining),
             "data IO only while writing"
         );
+        if let Err(kind) = result {
+            self.handle_flush_failure(kind, None);
+            return;
+        }
+        let segment = self.segment.as_ref().expect("data IO needs a segment");
+        let next_offset = segment.next_offset_durable_at(covers);
+        if next_offset == segment.durable_next_offset() {
+            self.finish_flush(covers);
+            return;
+        }
+        let hint = AckHint {
+            segment_id: segment.segment_id(),
+            next_offset,
+        };
+        let request = DiskRequest::WriteAt {
+            path: ack_hint_path(&self.stream),
+            offset: 0,
+            bytes: Bytes::copy_from_slice(&hint.to_bytes()),
+        };
+        self.ack_in_flight = Some(self.issue(request, Purpose::AckHintWrite { covers }));
+    }
+
+    fn handle_ack_hint_written(&mut self, covers: u64, result: Result<(), DiskErrorKind>) {
+        let path = ack_hint_path(&self.stream);
         match result {
             Ok(()) => {
-                self.counters.flushes += 1;
-                self.consecutive_flush_failures = 0;
-                let segment = self.segment.as_mut().expect("data IO needs a segment");
-                if segment.mark_durable(covers) {
-                    let next_offset = segment.durable_next_offset();
-                    self.raise_durable(next_offset);
-                }
+                let request = DiskRequest::SyncFile { path };
+                self.ack_in_flight = Some(self.issue(request, Purpose::AckHintSync { covers }));
             }
-            Err(kind) => self.handle_flush_failure(kind),
+            Err(kind) => self.handle_flush_failure(kind, Some(path)),
         }
     }
 
-    /// A write or fsync of the active segment failed (see "fsyncgate" in the module
-    /// doc): rewind to the durable watermark and rewrite, or poison.
-    fn handle_flush_failure(&mut self, kind: DiskErrorKind) {
+    fn handle_ack_hint_synced(&mut self, covers: u64, result: Result<(), DiskErrorKind>) {
+        match result {
+            Ok(()) => self.finish_flush(covers),
+            Err(kind) => self.handle_flush_failure(kind, Some(ack_hint_path(&self.stream))),
+        }
+    }
+
+    /// A flush through `covers` succeeded (and its hint, if it needed one).
+    fn finish_flush(&mut self, covers: u64) {
+        self.counters.flushes += 1;
+        self.consecutive_flush_failures = 0;
+        let segment = self.segment.as_mut().expect("data IO needs a segment");
+        if segment.mark_durable(covers) {
+            let next_offset = segment.durable_next_offset();
+            self.raise_durable(next_offset);
+        }
+    }
+
+    /// A write or fsync of the active segment, or of the hint after it, failed (see
+    /// "fsyncgate" in the module doc): rewind to the durable watermark and rewrite, or
+    /// poison. `path` names the hint file when its write or fsync failed.
+    fn handle_flush_failure(&mut self, kind: DiskErrorKind, path: Option<LocalPath>) {
         self.counters.flush_failures += 1;
         self.consecutive_flush_failures += 1;
         let draining = matches!(self.phase, Phase::Draining);
@@ -1004,7 +1113,7 @@ impl StreamMachine {
             assert!(flagged.flush_failure);
             segment.replace_footer(flagged);
         }
-        let path = segment.path.clone();
+        let path = path.unwrap_or_else(|| segment.path.clone());
         let consecutive_failures = self.consecutive_flush_failures;
         let retrying = consecutive_failures <= self.config.flush_max_retries;
         self.emit(StreamEvent::FlushFailed {

@@ -2,28 +2,33 @@
 //! stream up (see "Recovery" in the module doc of [`super`]).
 //!
 //! **Invariants**
-//! - One read at a time, in the order: list, pointer, previous segment's length,
-//!   header and footer (if present), newest segment's length and bytes. The newest
+//! - One read at a time, in the order: list, `acknowledged` hint, pointer, previous
+//!   segment's length, header and footer (if present), newest segment's length and
+//!   bytes. A hint that does not decode is read once more. The newest
 //!   segment is read a second time when the first read would cut bytes or finds
 //!   corruption; of two reads that differ, the one whose scan keeps more is used.
 //! - Nothing is truncated unless [`scan_tail`] called it a torn tail, or the
-//!   `acknowledged_next_offset` hint proves the cut bytes were never acknowledged
-//!   durable; every other defect is a typed [`RecoveryError`].
+//!   acknowledged next offset (the caller's, or the `acknowledged` file's, whichever
+//!   is higher) proves the cut bytes were never acknowledged durable; every other
+//!   defect is a typed [`RecoveryError`].
+//! - The active segment comes up only after the hint names its recovered next offset.
 //! - Names from a directory listing become paths only if they are valid components.
 
 use super::steps::{
-    Step, Steps, open_steps, pointer_path, pointer_steps, pointer_temp_path, recovery_step,
-    remove_temp_step,
+    Step, Steps, ack_hint_path, ack_hint_steps, ack_hint_temp_path, open_steps, pointer_path,
+    pointer_steps, pointer_temp_path, recovery_step, remove_temp_step,
 };
 use super::{
     ActiveSegment, IoStep, Phase, Purpose, RecoveryError, RecoveryReport, SealedSegmentInfo,
     StreamFailure, StreamMachine, TEMP_FILE_SUFFIX, next_segment_id,
 };
 use crate::SegmentId;
+use crate::ack_hint::AckHint;
 use crate::codec::DecodeError;
 use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoId, LocalPath};
 use crate::limits::{
-    SEALED_POINTER_BYTES, SEGMENT_BYTES_MAX, SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES,
+    ACK_HINT_BYTES, SEALED_POINTER_BYTES, SEGMENT_BYTES_MAX, SEGMENT_FOOTER_BYTES,
+    SEGMENT_HEADER_BYTES,
 };
 use crate::names::{parse_segment_file_name, segment_path, segments_dir};
 use crate::pointer::SealedPointer;
@@ -38,6 +43,10 @@ const FOOTER_BYTES: u64 = SEGMENT_FOOTER_BYTES as u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     List,
+    /// The `acknowledged` hint; read a second time if the first read does not decode.
+    ReadAckHint {
+        again: bool,
+    },
     ReadPointer,
     PreviousLength,
     PreviousHeader,
@@ -54,6 +63,7 @@ enum Stage {
 #[derive(Debug, Clone)]
 pub(super) struct Recovering {
     acknowledged_next_offset: Option<u64>,
+    ack_hint: Option<AckHint>,
     stage: Stage,
     in_flight: Option<IoId>,
     newest: Option<SegmentId>,
@@ -72,6 +82,7 @@ impl Recovering {
     pub fn new(acknowledged_next_offset: Option<u64>) -> Self {
         Recovering {
             acknowledged_next_offset,
+            ack_hint: None,
             stage: Stage::List,
             in_flight: None,
             newest: None,
@@ -88,6 +99,13 @@ impl Recovering {
 
     pub fn in_flight(&self) -> Option<IoId> {
         self.in_flight
+    }
+
+    /// The offset every acknowledged record is below, if known: the caller's or the
+    /// hint file's, whichever is higher (both are upper bounds that may lag the other).
+    fn acknowledged(&self) -> Option<u64> {
+        let hinted = self.ack_hint.map(|hint| hint.next_offset);
+        self.acknowledged_next_offset.max(hinted)
     }
 
     fn previous(&self) -> SegmentId {
@@ -121,6 +139,15 @@ impl StreamMachine {
                 IoStep::ListSegments,
                 DiskRequest::ListDir {
                     path: segments_dir(stream),
+                },
+            ),
+            Stage::ReadAckHint { .. } => (
+                IoStep::ReadAckHint,
+                DiskRequest::ReadAt {
+                    path: ack_hint_path(stream),
+                    offset: 0,
+                    // One more than a hint, so a longer file is caught.
+                    length: u64::from(ACK_HINT_BYTES) + 1,
                 },
             ),
             Stage::ReadPointer => (
@@ -224,9 +251,24 @@ impl StreamMachine {
         match (recovering.stage, completion) {
             (Stage::List, DiskCompletion::Listed(names)) => {
                 self.take_listing(recovering, &names);
-                recovering.stage = Stage::ReadPointer;
+                recovering.stage = Stage::ReadAckHint { again: false };
             }
             (Stage::List, DiskCompletion::Failed(DiskErrorKind::NotFound)) => {
+                recovering.stage = Stage::ReadAckHint { again: false };
+            }
+            (Stage::ReadAckHint { again }, DiskCompletion::Read(bytes)) => {
+                // A hint that does not decode is no hint: recovery then cuts nothing
+                // it cannot call a torn tail by itself (the safe direction).
+                match AckHint::decode(&bytes) {
+                    Ok(hint) => {
+                        recovering.ack_hint = Some(hint);
+                        recovering.stage = Stage::ReadPointer;
+                    }
+                    Err(_) if !again => recovering.stage = Stage::ReadAckHint { again: true },
+                    Err(_) => recovering.stage = Stage::ReadPointer,
+                }
+            }
+            (Stage::ReadAckHint { .. }, DiskCompletion::Failed(DiskErrorKind::NotFound)) => {
                 recovering.stage = Stage::ReadPointer;
             }
             (Stage::ReadPointer, DiskCompletion::Read(bytes)) => {
@@ -377,6 +419,8 @@ impl StreamMachine {
             .map(remove_temp_step)
             .collect();
         remaining.push_back(remove_temp_step(pointer_temp_path(&stream)));
+        remaining.push_back(remove_temp_step(ack_hint_temp_path(&stream)));
+        let acknowledged = recovering.acknowledged();
         let mut report = RecoveryReport {
             segment_id: SegmentId(0),
             base_offset: 0,
@@ -385,6 +429,7 @@ impl StreamMachine {
             removed_temp_files: 0,
             newest_was_sealed: false,
             pointer_republished: false,
+            acknowledged_hint: recovering.ack_hint.map(|hint| hint.next_offset),
         };
         let disagrees =
             |pointer: SealedPointer, reason: &'static str| RecoveryError::PointerDisagrees {
@@ -395,6 +440,17 @@ impl StreamMachine {
         let (Some(newest), Some(read)) = (recovering.newest, newest_read) else {
             if let Some(pointer) = recovering.pointer {
                 return Err(disagrees(pointer, "no segment file exists"));
+            }
+            if let Some(acknowledged) = acknowledged.filter(|acknowledged| *acknowledged > 0) {
+                return Err(RecoveryError::CorruptSegment {
+                    path: segment_path(&stream, SegmentId(0)),
+                    position: 0,
+                    source: SegmentError::AcknowledgedRecordsMissing {
+                        position: 0,
+                        next_offset: 0,
+                        acknowledged_next_offset: acknowledged,
+                    },
+                });
             }
             let header = SegmentHeader {
                 segment_id: SegmentId(0),
@@ -413,7 +469,7 @@ impl StreamMachine {
             return Err(RecoveryError::SegmentIdsExhausted { path });
         };
         let bytes = read.0.clone();
-        let scan = scan_newest(&path, read, recovering.acknowledged_next_offset)?;
+        let scan = scan_newest(&path, read, acknowledged)?;
         let header = match &scan {
             TailScan::Active(tail) => tail.header,
             TailScan::Sealed { header, .. } => *header,
@@ -455,7 +511,7 @@ impl StreamMachine {
                         },
                     ));
                 }
-                if let Some(acknowledged) = recovering.acknowledged_next_offset {
+                if let Some(acknowledged) = acknowledged {
                     tail.check_acknowledged(acknowledged).map_err(corrupt)?;
                 }
                 let valid_bytes = tail.valid_bytes;
@@ -487,8 +543,13 @@ impl StreamMachine {
                         IoStep::SyncSegmentsDir,
                         DiskRequest::SyncDir { path: segments },
                     ),
-                    Step::MarkRecoveredDurable,
                 ]);
+                let hint = AckHint {
+                    segment_id: newest,
+                    next_offset: tail.next_offset,
+                };
+                remaining.extend(ack_hint_steps(&stream, &hint));
+                remaining.push_back(Step::MarkRecoveredDurable);
                 if let Some(pointer) = recovering.pointer {
                     self.coordinator_watermark = pointer.coordinator_watermark;
                 }
@@ -507,7 +568,7 @@ impl StreamMachine {
                     recovered: true,
                 };
                 let next_offset = info.next_offset();
-                if let Some(acknowledged) = recovering.acknowledged_next_offset
+                if let Some(acknowledged) = acknowledged
                     && next_offset < acknowledged
                 {
                     return Err(corrupt(SegmentError::AcknowledgedRecordsMissing {

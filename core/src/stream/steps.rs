@@ -3,12 +3,15 @@
 //!
 //! **Invariants**
 //! - A new file becomes visible only by: create temp, write, fsync it, rename, fsync
-//!   the directory ([`pointer_steps`], [`open_steps`]).
+//!   the directory ([`pointer_steps`], [`ack_hint_steps`], [`open_steps`]).
+//! - A segment is opened only after the `acknowledged` hint names it durably, so the
+//!   hint never trails what the active segment reported durable.
 //! - Steps run strictly in order, one request at a time; a milestone runs only after
 //!   every step before it succeeded.
 
 use super::SealedSegmentInfo;
 use crate::SegmentId;
+use crate::ack_hint::{ACK_HINT_FILE_NAME, AckHint};
 use crate::io::{DiskRequest, LocalPath};
 use crate::names::{StreamName, segment_file_name, segment_path, segments_dir, stream_dir};
 use crate::pointer::{CURRENT_SEALED_FILE_NAME, SealedPointer};
@@ -44,6 +47,13 @@ pub enum IoStep {
     WriteSegmentHeader,
     SyncSegmentTemp,
     RenameSegment,
+    ReadAckHint,
+    CreateAckHintTemp,
+    WriteAckHintTemp,
+    SyncAckHintTemp,
+    RenameAckHint,
+    WriteAckHint,
+    SyncAckHint,
 }
 
 impl fmt::Display for IoStep {
@@ -68,6 +78,13 @@ impl fmt::Display for IoStep {
             IoStep::WriteSegmentHeader => "writing the next segment's header",
             IoStep::SyncSegmentTemp => "fsyncing the next segment's temp file",
             IoStep::RenameSegment => "renaming the next segment's temp file",
+            IoStep::ReadAckHint => "reading the acknowledged hint",
+            IoStep::CreateAckHintTemp => "creating the acknowledged hint's temp file",
+            IoStep::WriteAckHintTemp => "writing the acknowledged hint's temp file",
+            IoStep::SyncAckHintTemp => "fsyncing the acknowledged hint's temp file",
+            IoStep::RenameAckHint => "renaming the acknowledged hint's temp file",
+            IoStep::WriteAckHint => "writing the acknowledged hint",
+            IoStep::SyncAckHint => "fsyncing the acknowledged hint",
         })
     }
 }
@@ -109,6 +126,16 @@ pub(super) fn pointer_path(stream: &StreamName) -> LocalPath {
 /// `streams/<stream>/current.sealed.tmp`.
 pub(super) fn pointer_temp_path(stream: &StreamName) -> LocalPath {
     stream_dir(stream).join(&format!("{CURRENT_SEALED_FILE_NAME}{TEMP_FILE_SUFFIX}"))
+}
+
+/// `streams/<stream>/acknowledged`.
+pub(super) fn ack_hint_path(stream: &StreamName) -> LocalPath {
+    stream_dir(stream).join(ACK_HINT_FILE_NAME)
+}
+
+/// `streams/<stream>/acknowledged.tmp`.
+pub(super) fn ack_hint_temp_path(stream: &StreamName) -> LocalPath {
+    stream_dir(stream).join(&format!("{ACK_HINT_FILE_NAME}{TEMP_FILE_SUFFIX}"))
 }
 
 /// `streams/<stream>/segments/<segment_id:020>.seg.tmp`.
@@ -170,11 +197,59 @@ pub(super) fn pointer_steps(stream: &StreamName, pointer: &SealedPointer) -> Vec
     ]
 }
 
-/// Creates the segment file of `header`: temp, header, fsync, rename, fsync the
-/// segments directory; then installs it as the active segment.
+/// Publishes `hint` as the `acknowledged` file: temp, write, fsync, rename, fsync the
+/// stream directory. Overwriting it in place later needs it to exist.
+pub(super) fn ack_hint_steps(stream: &StreamName, hint: &AckHint) -> Vec<Step> {
+    let temp = ack_hint_temp_path(stream);
+    vec![
+        io(
+            IoStep::CreateAckHintTemp,
+            DiskRequest::Create { path: temp.clone() },
+            true,
+        ),
+        io(
+            IoStep::WriteAckHintTemp,
+            DiskRequest::WriteAt {
+                path: temp.clone(),
+                offset: 0,
+                bytes: Bytes::copy_from_slice(&hint.to_bytes()),
+            },
+            true,
+        ),
+        io(
+            IoStep::SyncAckHintTemp,
+            DiskRequest::SyncFile { path: temp.clone() },
+            true,
+        ),
+        io(
+            IoStep::RenameAckHint,
+            DiskRequest::Rename {
+                from: temp,
+                to: ack_hint_path(stream),
+            },
+            true,
+        ),
+        io(
+            IoStep::SyncStreamDir,
+            DiskRequest::SyncDir {
+                path: stream_dir(stream),
+            },
+            true,
+        ),
+    ]
+}
+
+/// Creates the segment file of `header`: the `acknowledged` hint naming it (see
+/// [`ack_hint_steps`]), then temp, header, fsync, rename, fsync the segments
+/// directory; then installs it as the active segment.
 pub(super) fn open_steps(stream: &StreamName, header: &SegmentHeader) -> Vec<Step> {
     let temp = segment_temp_path(stream, header.segment_id);
-    vec![
+    let hint = AckHint {
+        segment_id: header.segment_id,
+        next_offset: header.base_offset,
+    };
+    let mut steps = ack_hint_steps(stream, &hint);
+    steps.extend([
         io(
             IoStep::CreateSegmentTemp,
             DiskRequest::Create { path: temp.clone() },
@@ -210,7 +285,8 @@ pub(super) fn open_steps(stream: &StreamName, header: &SegmentHeader) -> Vec<Ste
             true,
         ),
         Step::Install(*header),
-    ]
+    ]);
+    steps
 }
 
 /// Removes a leftover temp file (a missing one is fine).

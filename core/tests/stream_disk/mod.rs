@@ -562,6 +562,7 @@ pub fn stream_name() -> aof2_core::names::StreamName {
 
 pub const SEGMENTS_DIR: &str = "streams/orders/segments";
 pub const POINTER: &str = "streams/orders/current.sealed";
+pub const ACK_HINT: &str = "streams/orders/acknowledged";
 
 pub fn segment_file(id: u64) -> String {
     format!("{SEGMENTS_DIR}/{id:020}.seg")
