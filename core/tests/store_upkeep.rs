@@ -693,3 +693,94 @@ fn a_reopened_stream_copies_again_the_sealed_chunks_tier2_lacks() {
         .expect("the local chunk is kept (no snapshot allows pruning it)");
     assert_eq!(copied.as_ref(), local.as_slice());
 }
+
+#[test]
+fn a_deletion_queued_before_a_restart_is_finished_after_it() {
+    // Every delete fails in the first session: retention queues the oldest segments
+    // (start offset moved, `Tier2DeleteQueued` committed), then abandons the Tier 2
+    // deletes. The second session has no retention policy at all, so nothing but the
+    // queued jobs in the manifest can make it delete anything.
+    let memory = flaky_ports(u32::MAX, 0);
+    let mut config = StoreConfig::default();
+    config.stream.segment_target_bytes = 64 * 1024;
+    config.tier2.retention = RetentionPolicy {
+        max_age_ms: None,
+        max_bytes: Some(8 * 1024),
+    };
+    config.snapshot_interval_ms = 0;
+    config.snapshot_every_records = 0;
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let calls = async move {
+        open(&sender, "queued").await;
+        for i in 0..200u64 {
+            append(&sender, "queued", big(i)).await;
+        }
+        sender
+            .call(StoreCommand::Flush {
+                stream: name("queued"),
+            })
+            .await
+            .unwrap();
+        let settled = metrics_until(&sender, |metrics| {
+            let retention = &metrics.streams["queued"].retention;
+            retention.deletes_abandoned > 0
+                && retention.deletes_pending == 0
+                && pipeline_idle(metrics)
+        })
+        .await;
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+        settled
+    };
+    let (store, first) = block_on(join(driver, calls));
+    store.check_invariants();
+    let first = &first.streams["queued"];
+    let start_offset = first.start_offset;
+    let abandoned = first.retention.deletes_abandoned;
+    assert!(start_offset > 0 && abandoned >= 2, "{first:?}");
+    let before = segment_ids(&memory.object_store.keys(), "segments/queued/", ".zst");
+    assert_eq!(before[0], 0, "no delete reached Tier 2: {before:?}");
+
+    let mut ports = memory.ports.clone();
+    ports.object_store = memory.object_store.clone();
+    config.tier2.retention = RetentionPolicy::KEEP_ALL;
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, ports, receiver, limits());
+    let calls = async move {
+        open(&sender, "queued").await;
+        let settled = metrics_until(&sender, |metrics| {
+            metrics.streams["queued"].retention.segments_deleted == abandoned
+                && pipeline_idle(metrics)
+        })
+        .await;
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+        settled
+    };
+    let (store, second) = block_on(join(driver, calls));
+    store.check_invariants();
+    let summary = store.recovery_summary(&name("queued")).unwrap();
+    assert_eq!(summary.deletions_resumed, abandoned);
+    let second = &second.streams["queued"];
+    assert_eq!(second.start_offset, start_offset, "the start offset stays");
+    let after = segment_ids(&memory.object_store.keys(), "segments/queued/", ".zst");
+    assert_eq!(
+        after[0], abandoned,
+        "exactly the queued prefix is gone: {before:?} -> {after:?}"
+    );
+    assert_eq!(after.len() as u64 + abandoned, before.len() as u64);
+    let paths = memory.disk.paths();
+    for id in 0..abandoned {
+        let file = format!("streams/queued/segments/{id:020}.seg");
+        let artifact = format!("streams/queued/tier1/{id:020}.zst");
+        assert!(!paths.contains(&file), "{file} is gone");
+        assert!(!paths.contains(&artifact), "{artifact} is gone");
+    }
+}

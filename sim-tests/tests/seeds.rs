@@ -105,6 +105,11 @@ const MADSIM_REGRESSION_SEEDS: &[(u64, &str)] = &[
     (19, "a torn unsynced write refused as corruption"),
     (46, "a torn unsynced write refused as corruption"),
     (1011, "a torn unsynced write refused as corruption"),
+    // A retention delete queued before a restart was never carried on after it: its
+    // object stayed while later ones went, and a restore after a disk loss refused
+    // the gap.
+    (734, "queued retention deletes not resumed after a restart"),
+    (1255, "queued retention deletes not resumed after a restart"),
 ];
 
 #[test]

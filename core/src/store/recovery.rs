@@ -175,6 +175,8 @@ pub struct RecoverySummary {
     /// older than every object Tier 2 holds (see
     /// [`RecoveryEvent::SegmentPresumedDeleted`]).
     pub segments_presumed_deleted: u64,
+    /// Retention deletions the manifest held queued, carried on after the reopen.
+    pub deletions_resumed: u64,
     /// Segments whose history a restore found in Tier 2 (adopted ones included); they
     /// have no local copy and are hydrated on read.
     pub segments_restored: u64,
@@ -665,6 +667,7 @@ impl Store {
         self.adopt_sealed_chunks(name, &sealed_chunks);
         let mut summary = recovering.summary;
         let last = self.apply_reconcile(now_ms, name, plan, &mut summary);
+        summary.deletions_resumed = self.resume_deletions(now_ms, name);
         let Some(entry) = self.streams.get_mut(name) else {
             return;
         };

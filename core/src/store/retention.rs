@@ -28,8 +28,9 @@
 //! A step that cannot run now (pinned, queue full, eviction backing off) is retried on
 //! the upkeep timer. A Tier 2 delete that ends in `DeleteFailed` is enqueued again on
 //! the timer, at most [`STORE_UPKEEP_ROUNDS_MAX`] times; then it is abandoned (counted
-//! in `deletes_abandoned`; the manifest still holds the pending delete job, so a later
-//! recovery can finish it).
+//! in `deletes_abandoned`; the manifest still holds the pending delete job). A reopen
+//! carries on every deletion the manifest holds queued ([`Store::resume_deletions`]),
+//! whatever the policy is by then: the records are already below the start offset.
 //!
 //! **Invariants** (checked by `check_retention_invariants`)
 //! - Segments being deleted are the oldest of the stream: every one has a smaller id
@@ -300,6 +301,54 @@ impl Store {
             deletion.committed = true;
         }
         self.drive_deletion(now_ms, name, segment_id);
+    }
+
+    /// After a reopen: every deletion the manifest holds queued (`Tier2DeleteQueued`
+    /// committed, no `Tier2Deleted` yet) carries on where it stopped. A crash or a
+    /// restart would otherwise leave it unfinished for good: its local copies and its
+    /// Tier 2 object would stay while the segments after it are deleted, and a restore
+    /// would find a gap in Tier 2. Only the leading run of queued segments is taken
+    /// (retention deletes a prefix; the manifest never holds anything else). Returns
+    /// how many were resumed.
+    pub(super) fn resume_deletions(&mut self, now_ms: u64, name: &StreamName) -> u64 {
+        let Some(entry) = self.streams.get_mut(name) else {
+            return 0;
+        };
+        let Phase::Ready { index, .. } = &entry.phase else {
+            return 0;
+        };
+        let queued: Vec<(SegmentId, ReasonCode, u64)> = index
+            .segments()
+            .values()
+            .map_while(|segment| {
+                let job = segment.jobs.tier2_delete.as_ref()?;
+                let object_bytes = segment
+                    .tier2_object
+                    .as_ref()
+                    .map_or(0, |object| object.object_bytes);
+                Some((segment.segment_id, job.reason, object_bytes))
+            })
+            .collect();
+        if queued.is_empty() {
+            return 0;
+        }
+        let start_offset = super::read::start_offset_of(index);
+        let state = &mut entry.retention;
+        for &(segment_id, reason, object_bytes) in &queued {
+            state.deleting.entry(segment_id).or_insert(Deletion {
+                reason,
+                object_bytes,
+                committed: true,
+                tier2: Tier2Step::Waiting,
+                failed_rounds: 0,
+            });
+        }
+        state.start_offset = state.start_offset.max(start_offset);
+        let resumed = queued.len() as u64;
+        for (segment_id, _, _) in queued {
+            self.drive_deletion(now_ms, name, segment_id);
+        }
+        resumed
     }
 
     /// Moves the deletion of `segment_id` as far as it can go now (idempotent).
