@@ -15,7 +15,9 @@
 //!   are adopted from their artifacts, and the manifest is whole again.
 //! - A segment object missing between two present ones is a typed
 //!   `StoreError::Recovery` naming the missing key; nothing is written under a final
-//!   name.
+//!   name. Under a retention policy that, applied now, deletes through the gap, the
+//!   gap is retention's: the restored stream starts after it, and the present objects
+//!   below it are deleted again.
 //! - An empty Tier 2 opens a new stream at offset 0.
 
 use aof2_core::artifact::decode_all;
@@ -29,6 +31,7 @@ use aof2_core::memory_ports::MemoryPorts;
 use aof2_core::names::{ObjectKey, StreamName, manifest_dir};
 use aof2_core::segment::SealedSegment;
 use aof2_core::store::{ReadMode, Store, StoreCommand, StoreConfig, StoreError, StoreReply};
+use aof2_core::tier2::RetentionPolicy;
 use bytes::Bytes;
 use futures::executor::block_on;
 use futures::future::join;
@@ -659,4 +662,113 @@ fn a_restore_cut_short_during_its_renames_is_restored_again() {
         "the marker is gone once the restore finished"
     );
     reopen_locally(&lost, config, end + 20);
+}
+
+/// Writes a stream with no retention, then removes the objects of the third and
+/// fourth uploaded segments the Tier 2 manifest knows, keeping the two before them:
+/// what retention leaves when the deletes of segments 2 and 3 finished and those of
+/// 0 and 1 had not, and the disk is lost before their `Tier2DeleteQueued` reached
+/// Tier 2. Returns the ports and the known uploaded segments (id, base, bytes).
+fn retention_gap() -> (MemoryPorts, Vec<(u64, u64, u64)>) {
+    let memory = frozen(MemoryPorts::new(10_000, 2));
+    write_stream(&memory, config(16 * 1024), 1_500, None);
+    let index = tier2_manifest_index(&memory);
+    let known: Vec<(u64, u64, u64)> = index
+        .segments()
+        .values()
+        .map_while(|entry| {
+            let object = entry.tier2_object.as_ref()?;
+            Some((entry.segment_id.0, entry.base_offset, object.object_bytes))
+        })
+        .collect();
+    assert!(
+        known.len() >= 6,
+        "enough uploads recorded in Tier 2: {known:?}"
+    );
+    for &(id, _, _) in &known[2..4] {
+        let key = format!("segments/{STREAM}/{id:020}.zst");
+        block_on(memory.object_store.delete(&key)).unwrap();
+    }
+    (memory, known)
+}
+
+/// Opens the stream on a new disk over `memory`'s Tier 2 with `max_bytes` retention;
+/// waits for retention to settle if it opened. Returns the open's reply, the store
+/// and the new disk's ports.
+fn restore_under_size_retention(
+    memory: &MemoryPorts,
+    max_bytes: u64,
+) -> (StoreReply, Store, MemoryPorts) {
+    let lost = frozen(MemoryPorts::with_object_store(
+        20_000,
+        2,
+        memory.object_store.clone(),
+    ));
+    let mut config = config(16 * 1024);
+    config.tier2.retention = RetentionPolicy {
+        max_age_ms: None,
+        max_bytes: Some(max_bytes),
+    };
+    let store = Store::new(config, 20_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, lost.ports.clone(), receiver, limits());
+    let calls = async move {
+        let opened = open(&sender).await;
+        if matches!(opened, StoreReply::Opened { .. }) {
+            for _ in 0..20_000 {
+                let StoreReply::Metrics(metrics) =
+                    sender.call(StoreCommand::Metrics).await.unwrap()
+                else {
+                    panic!("metrics");
+                };
+                let tier2 = &metrics.tier2;
+                if metrics.streams[STREAM].retention.deletes_pending == 0
+                    && tier2.delete_queue_depth == 0
+                    && tier2.deletes_in_flight == 0
+                {
+                    break;
+                }
+            }
+        }
+        close(&sender).await;
+        opened
+    };
+    let (store, opened) = block_on(join(driver, calls));
+    store.check_invariants();
+    (opened, store, lost)
+}
+
+#[test]
+fn a_retention_gap_the_policy_would_delete_through_is_restored_past() {
+    let (memory, known) = retention_gap();
+    // The policy keeps exactly the segments after the gap (of those the manifest
+    // knows): applied now, it deletes 0..=3.
+    let kept: u64 = known[4..].iter().map(|&(_, _, bytes)| bytes).sum();
+    let (opened, store, _lost) = restore_under_size_retention(&memory, kept);
+    assert!(matches!(opened, StoreReply::Opened { .. }), "{opened:?}");
+    let summary = store.recovery_summary(&name()).unwrap();
+    assert!(summary.restored_from_tier2);
+    assert_eq!(summary.segments_presumed_deleted, 2, "{summary:?}");
+    assert_eq!(summary.segment_deletions_requeued, 2, "{summary:?}");
+    let first_kept_base = known[4].1;
+    assert!(
+        store.start_offset(&name()).unwrap() >= first_kept_base,
+        "the restored stream starts after the gap"
+    );
+    // The requeued deletes were carried on; what is left in Tier 2 is dense.
+    let left = tier2_segments(&memory);
+    for &(id, _, _) in &known[..4] {
+        assert!(!left.contains_key(&id), "segment {id} is gone: {left:?}");
+    }
+    tier2_end(&left);
+}
+
+#[test]
+fn a_retention_gap_the_policy_would_not_delete_through_is_refused() {
+    let (memory, known) = retention_gap();
+    // This policy, applied now, deletes only 0 and 1: it cannot have deleted 2 and 3.
+    let kept: u64 = known[2..].iter().map(|&(_, _, bytes)| bytes).sum();
+    let (opened, _store, lost) = restore_under_size_retention(&memory, kept);
+    let key = format!("segments/{STREAM}/{:020}.zst", known[2].0);
+    assert_gap_error(&opened, &key, &lost);
 }

@@ -113,11 +113,15 @@ pub enum RecoveryEvent {
         position: u64,
         reason: String,
     },
-    /// A restore found no object for an uploaded segment older than every object
-    /// Tier 2 holds, with a retention policy configured: retention deleted it (its
-    /// `Tier2DeleteQueued` was in the lost unsealed chunk), and the restored stream
-    /// starts after it.
+    /// A restore found no object for an uploaded segment, with a retention policy
+    /// configured, older than every object Tier 2 holds or below a gap the policy
+    /// would have deleted through: retention deleted it (its `Tier2DeleteQueued` was
+    /// in the lost unsealed chunk), and the restored stream starts after it.
     SegmentPresumedDeleted { key: String, segment_id: SegmentId },
+    /// A restore found a segment object still present below such a gap: retention
+    /// was deleting it when the disk was lost. Its deletion is queued again and the
+    /// restored stream starts after it.
+    SegmentDeletionRequeued { key: String, segment_id: SegmentId },
     /// A record the crash kept from being committed was journaled now.
     RecordJournaled {
         record: RecordType,
@@ -135,6 +139,9 @@ impl RecoveryEvent {
             RecoveryEvent::RecordJournaled { .. } => "store_recovery_record_journaled",
             RecoveryEvent::SegmentPresumedDeleted { .. } => {
                 "store_restore_segment_presumed_deleted"
+            }
+            RecoveryEvent::SegmentDeletionRequeued { .. } => {
+                "store_restore_segment_deletion_requeued"
             }
         }
     }
@@ -171,10 +178,12 @@ pub struct RecoverySummary {
     pub log_only_unavailable: bool,
     /// Manifest chunks a restore downloaded and wrote locally.
     pub chunks_restored: u64,
-    /// Segments a restore took as deleted by retention: their objects were gone, all
-    /// older than every object Tier 2 holds (see
+    /// Segments a restore took as deleted by retention: their objects were gone (see
     /// [`RecoveryEvent::SegmentPresumedDeleted`]).
     pub segments_presumed_deleted: u64,
+    /// Segment objects a restore found below a retention gap and queued for deletion
+    /// again (see [`RecoveryEvent::SegmentDeletionRequeued`]).
+    pub segment_deletions_requeued: u64,
     /// Retention deletions the manifest held queued, carried on after the reopen.
     pub deletions_resumed: u64,
     /// Segments whose history a restore found in Tier 2 (adopted ones included); they

@@ -30,8 +30,14 @@
 //!    `Tier2DeleteQueued` was in the lost unsealed chunk: retention deletes only the
 //!    oldest segments): it gets both records, a
 //!    [`RecoveryEvent::SegmentPresumedDeleted`](super::recovery::RecoveryEvent), and
-//!    the restored stream starts after it. Without a retention policy that is a
-//!    loss, and refused.
+//!    the restored stream starts after it. Retention deletes finish out of order, so
+//!    a missing uploaded object may also lie *between* present ones (an older delete
+//!    was pinned or failing when the disk was lost). That is taken as retention's too
+//!    only if the policy, applied now to the segments the manifest knows, would
+//!    delete through it anyway: then every older segment is deleted, the missing ones
+//!    as above and the present ones by a `Tier2DeleteQueued` that the restored
+//!    stream carries on. Otherwise, and always without a retention policy, a missing
+//!    object is a loss, and refused.
 //!    Adopting an object reads its artifact's tail ([`ArtifactIndex::decode_tail`],
 //!    ranged GETs), its first frame (the segment header) and its last frame (the
 //!    footer), and checks them against each other, the key and the manifest's seal.
@@ -93,7 +99,7 @@ use crate::names::{
     snapshot_file_name, snapshot_object_key, snapshot_path, snapshots_dir,
 };
 use crate::segment::{SegmentFooter, SegmentHeader};
-use crate::tier2::RetentionPolicy;
+use crate::tier2::{RetainedSegment, RetentionPolicy, select_retention};
 use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -245,9 +251,14 @@ pub(super) struct Restoring {
     /// oldest segments may have been deleted from Tier 2 by a `Tier2DeleteQueued`
     /// that was in the lost unsealed chunk.
     retention_reason: Option<ReasonCode>,
-    /// Segments the manifest records as uploaded whose objects are gone, all older
-    /// than every object Tier 2 holds: deleted by retention (see `retention_reason`).
+    /// The retention policy the store runs under.
+    retention: RetentionPolicy,
+    /// Segments the manifest records as uploaded whose objects are gone, taken as
+    /// deleted by retention (see the module doc).
     presumed_deleted: BTreeSet<SegmentId>,
+    /// Segments whose objects are still present below a gap retention left: their
+    /// deletion was queued, and the restored stream carries it on.
+    deletion_requeued: BTreeSet<SegmentId>,
 }
 
 impl Restoring {
@@ -358,7 +369,9 @@ impl Store {
             marker: Marker::NotPlaced,
             summary: RecoverySummary::default(),
             retention_reason: retention_reason(&self.config.tier2.retention),
+            retention: self.config.tier2.retention,
             presumed_deleted: BTreeSet::new(),
+            deletion_requeued: BTreeSet::new(),
         };
         let Some(entry) = self.streams.get_mut(stream) else {
             return;
@@ -544,7 +557,7 @@ fn advance(
                     disk(DiskRequest::CreateDir { path }),
                 ));
             }
-            next_chunk(stream, restoring)
+            next_chunk(now_ms, stream, restoring)
         }
         (RestoreOp::GetChunk(chunk_index), IoCompletion::Object(completion)) => {
             let key = manifest_chunk_object_key(stream, *chunk_index);
@@ -599,7 +612,7 @@ fn advance(
             if let Some((chunk_index, _)) = restoring.chunk_in_hand.take() {
                 restoring.chunks_written.push(chunk_index);
                 restoring.summary.chunks_restored += 1;
-                return next_chunk(stream, restoring);
+                return next_chunk(now_ms, stream, restoring);
             }
             // The snapshot's temp file is durable: rename everything into place.
             Ok(next_rename(stream, restoring))
@@ -817,7 +830,11 @@ fn start_chunks(stream: &StreamName, restoring: &mut Restoring) -> Result<Next, 
     ))
 }
 
-fn next_chunk(stream: &StreamName, restoring: &mut Restoring) -> Result<Next, StoreError> {
+fn next_chunk(
+    now_ms: u64,
+    stream: &StreamName,
+    restoring: &mut Restoring,
+) -> Result<Next, StoreError> {
     if let Some(chunk_index) = restoring.chunks_to_fetch.pop_front() {
         return Ok(Next::Issue(
             RestoreOp::GetChunk(chunk_index),
@@ -830,26 +847,38 @@ fn next_chunk(stream: &StreamName, restoring: &mut Restoring) -> Result<Next, St
     // The planning replay's time figures are not kept: local recovery replays again.
     let outcome = replayer.finish(0);
     let index = outcome.index;
-    let (to_adopt, presumed_deleted) = choose_adoptions(stream, restoring, &index)?;
-    restoring.presumed_deleted = presumed_deleted;
+    let choice = choose_adoptions(now_ms, stream, restoring, &index)?;
+    restoring.presumed_deleted = choice.presumed_deleted;
+    restoring.deletion_requeued = choice.deletion_requeued;
+    let to_adopt = choice.adopt;
     restoring.index = Some(index);
     restoring.to_adopt = to_adopt.into();
     next_adoption(stream, restoring)
 }
 
-/// Which objects to adopt, and which missing objects retention deleted; the errors
-/// that need no artifact read.
+/// What the plan does with each segment object, before any artifact is read.
+struct Adoptions {
+    adopt: Vec<SegmentId>,
+    presumed_deleted: BTreeSet<SegmentId>,
+    deletion_requeued: BTreeSet<SegmentId>,
+}
+
+/// Which objects to adopt, which missing objects retention deleted, and which
+/// present ones it was deleting; the errors that need no artifact read.
 fn choose_adoptions(
+    now_ms: u64,
     stream: &StreamName,
     restoring: &Restoring,
     index: &ManifestIndex,
-) -> Result<(Vec<SegmentId>, BTreeSet<SegmentId>), StoreError> {
+) -> Result<Adoptions, StoreError> {
     let objects = &restoring.segment_objects;
     let first_object = objects.keys().next().copied();
     let last_object = objects.keys().next_back().copied();
     let newest_known = index.segments().keys().next_back().copied();
     let mut adopt = Vec::new();
     let mut presumed_deleted = BTreeSet::new();
+    // Uploaded segments whose objects are gone while a later object is present.
+    let mut gaps: Vec<SegmentId> = Vec::new();
     for (&segment_id, entry) in index.segments() {
         let key = segment_object_key(stream, segment_id);
         match (objects.get(&segment_id), &entry.tier2_object) {
@@ -892,6 +921,7 @@ fn choose_adoptions(
                 }
                 // The active segment when the disk was lost: never in Tier 2.
             }
+            (None, Some(_)) if restoring.retention_reason.is_some() => gaps.push(segment_id),
             (None, _) => {
                 return Err(recovery_error(
                     stream,
@@ -922,7 +952,89 @@ fn choose_adoptions(
         adopt.push(segment_id);
     }
     adopt.sort_unstable();
-    Ok((adopt, presumed_deleted))
+    let mut deletion_requeued = BTreeSet::new();
+    if let Some(&through) = gaps.last() {
+        if !retention_deletes_through(now_ms, &restoring.retention, index, through) {
+            return Err(recovery_error(
+                stream,
+                format!(
+                    "segment object {} is missing from Tier 2: the manifest records segment \
+                     {}, a later segment object is present, and the retention policy would \
+                     not have deleted it yet",
+                    segment_object_key(stream, gaps[0]),
+                    gaps[0]
+                ),
+            ));
+        }
+        for (&segment_id, entry) in index.segments().range(..=through) {
+            if entry.jobs.tier2_delete.is_some() {
+                continue; // Already queued: the usual paths handle it.
+            }
+            if objects.contains_key(&segment_id) {
+                deletion_requeued.insert(segment_id);
+            } else {
+                presumed_deleted.insert(segment_id);
+            }
+        }
+    }
+    Ok(Adoptions {
+        adopt,
+        presumed_deleted,
+        deletion_requeued,
+    })
+}
+
+/// Whether the retention policy, applied at `now_ms` to the sealed uploaded segments
+/// the manifest knows (those not already queued for deletion, then an empty active
+/// segment, as a retention pass sees them), deletes a prefix through `through`.
+/// Retention only deletes more as time passes and the stream grows, so a segment it
+/// would delete now it may have deleted before the disk was lost; one it would keep,
+/// it cannot have deleted.
+fn retention_deletes_through(
+    now_ms: u64,
+    policy: &RetentionPolicy,
+    index: &ManifestIndex,
+    through: SegmentId,
+) -> bool {
+    let mut list: Vec<RetainedSegment> = Vec::new();
+    for entry in index.segments().values() {
+        if entry.jobs.tier2_delete.is_some() {
+            continue;
+        }
+        let (Lifecycle::Sealed(seal), Some(object)) = (entry.lifecycle, &entry.tier2_object) else {
+            break;
+        };
+        if list
+            .last()
+            .is_some_and(|previous| previous.next_offset != entry.base_offset)
+        {
+            break;
+        }
+        let Some(next_offset) = entry.base_offset.checked_add(seal.record_count) else {
+            break;
+        };
+        list.push(RetainedSegment {
+            segment_id: entry.segment_id,
+            base_offset: entry.base_offset,
+            next_offset,
+            sealed_at_ms: seal.sealed_at_ms,
+            object_bytes: object.object_bytes,
+        });
+    }
+    let Some(last) = list.last() else {
+        return false;
+    };
+    let end = last.next_offset;
+    list.push(RetainedSegment {
+        segment_id: SegmentId(last.segment_id.0.saturating_add(1)),
+        base_offset: end,
+        next_offset: end,
+        sealed_at_ms: now_ms,
+        object_bytes: 0,
+    });
+    select_retention(now_ms, policy, &list)
+        .delete
+        .contains(&through)
 }
 
 fn next_adoption(stream: &StreamName, restoring: &mut Restoring) -> Result<Next, StoreError> {
@@ -1116,6 +1228,9 @@ fn make_plan(stream: &StreamName, restoring: &mut Restoring) -> Result<RestorePl
     // (base offset, record count) of every segment Tier 2 holds.
     let mut held: BTreeMap<SegmentId, (u64, u64)> = BTreeMap::new();
     for &segment_id in restoring.segment_objects.keys() {
+        if restoring.deletion_requeued.contains(&segment_id) {
+            continue; // Being deleted: below the restored stream's start.
+        }
         if let Some(adopted) = restoring.adopted.get(&segment_id) {
             held.insert(
                 segment_id,
@@ -1215,6 +1330,17 @@ fn make_plan(stream: &StreamName, restoring: &mut Restoring) -> Result<RestorePl
             });
         }
     }
+    for &segment_id in &restoring.deletion_requeued {
+        let key = segment_object_key(stream, segment_id);
+        records.push(ManifestRecord::Tier2DeleteQueued {
+            segment_id,
+            key: key.clone(),
+            reason: restoring
+                .retention_reason
+                .expect("requeued only under a retention policy"),
+        });
+        summary_events.push(RecoveryEvent::SegmentDeletionRequeued { key, segment_id });
+    }
     for &segment_id in &restoring.presumed_deleted {
         let key = segment_object_key(stream, segment_id);
         records.push(ManifestRecord::Tier2DeleteQueued {
@@ -1249,6 +1375,7 @@ fn make_plan(stream: &StreamName, restoring: &mut Restoring) -> Result<RestorePl
     }
     let mut summary = std::mem::take(&mut restoring.summary);
     summary.segments_presumed_deleted = restoring.presumed_deleted.len() as u64;
+    summary.segment_deletions_requeued = restoring.deletion_requeued.len() as u64;
     for event in summary_events {
         summary.push(event);
     }
