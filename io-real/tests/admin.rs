@@ -5,11 +5,13 @@
 //! - `segments list` lists every segment of the manifest with its residency.
 //! - `manifest check` exits 0 on a sound manifest and 3 once a committed byte of a chunk
 //!   is flipped; `seal` and `flush` work on a root no manager holds.
+//! - A reader that closes the pipe early (`| head`) ends the output quietly with 0,
+//!   never a panic.
 
 use aof2_io_real::config::AofManagerConfig;
 use aof2_io_real::manager::AofManager;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 fn admin(root: &Path, args: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_aof2-admin"))
@@ -61,6 +63,22 @@ fn dump_list_check_seal_flush() {
     assert_eq!(code, 0, "{out}");
     let sealed = out.lines().filter(|line| line.contains("sealed")).count();
     assert!(sealed >= 3, "{out}");
+
+    // `| head -0`: the reader is gone before the first line is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_aof2-admin"))
+        .arg("--root")
+        .arg(dir.path())
+        .args(["manifest", "inspect", "--stream", "audit"])
+        .env_remove("AOF2_CONFIG")
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "nothing to report: {stderr}");
 
     let (code, out) = admin(dir.path(), &["flush", "--stream", "audit"]);
     assert_eq!(code, 0, "{out}");

@@ -17,7 +17,8 @@
 //! `segments` and `manifest` only read files and work beside a running store.
 //!
 //! Exit codes: 0 success, 1 an error (the message says what and where), 2 bad usage,
-//! 3 `manifest check` found corruption.
+//! 3 `manifest check` found corruption. A reader that goes away early (`| head`) ends
+//! the output quietly with 0, as for any Unix filter.
 
 use aof2_io_real::config::{AofManagerConfig, process_env};
 use aof2_io_real::core::manifest::chunk::parse_chunk_file_name;
@@ -26,8 +27,44 @@ use aof2_io_real::core::manifest::replay::{ReplayOutcome, Replayer};
 use aof2_io_real::core::names::StreamName;
 use aof2_io_real::manager::AofManager;
 use clap::{Parser, Subcommand};
+use std::fmt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Why a command stopped early.
+#[derive(Debug)]
+enum Failure {
+    /// What went wrong and where.
+    Message(String),
+    /// Standard output was closed by its reader: stop writing, not an error.
+    BrokenPipe,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure::Message(message)
+    }
+}
+
+/// Writes one line to standard output.
+fn emit(line: fmt::Arguments<'_>) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}") {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::BrokenPipe),
+        Err(error) => Err(Failure::Message(format!(
+            "writing to standard output: {error}"
+        ))),
+    }
+}
+
+/// `println!` that stops the command when standard output fails.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        emit(format_args!($($arg)*))?
+    };
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -145,7 +182,7 @@ fn stream_names(root: &Path) -> Result<Vec<String>, String> {
 
 /// Replays the manifest chunk files of `stream` under `root`, read-only, printing each
 /// chunk if `verbose`.
-fn replay(root: &Path, stream: &str, verbose: bool) -> Result<ReplayOutcome, String> {
+fn replay(root: &Path, stream: &str, verbose: bool) -> Result<ReplayOutcome, Failure> {
     let name = StreamName::new(stream).map_err(|e| e.to_string())?;
     let dir = root.join("streams").join(name.as_str()).join("manifest");
     let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -165,7 +202,7 @@ fn replay(root: &Path, stream: &str, verbose: bool) -> Result<ReplayOutcome, Str
             .replay_chunk(0, *index, &bytes)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         if verbose {
-            println!(
+            out!(
                 "chunk {index:>6}  {:>9} bytes  records {before}..{}  {}",
                 bytes.len(),
                 replayer.index().next_ordinal(),
@@ -176,10 +213,14 @@ fn replay(root: &Path, stream: &str, verbose: bool) -> Result<ReplayOutcome, Str
     Ok(replayer.finish(0))
 }
 
-fn print_segments(index: &ManifestIndex) {
-    println!(
+fn print_segments(index: &ManifestIndex) -> Result<(), Failure> {
+    out!(
         "{:>20}  {:>12}  {:>9}  {:>8}  {:<18}  tier2 object",
-        "segment", "base offset", "records", "state", "residency"
+        "segment",
+        "base offset",
+        "records",
+        "state",
+        "residency"
     );
     for entry in index.segments().values() {
         let (state, records) = match entry.lifecycle {
@@ -190,7 +231,7 @@ fn print_segments(index: &ManifestIndex) {
             .tier2_object
             .as_ref()
             .map_or("-".to_owned(), |object| object.key.clone());
-        println!(
+        out!(
             "{:>20}  {:>12}  {:>9}  {:>8}  {:<18}  {object}",
             entry.segment_id.0,
             entry.base_offset,
@@ -199,9 +240,10 @@ fn print_segments(index: &ManifestIndex) {
             format!("{:?}", entry.residency()),
         );
     }
+    Ok(())
 }
 
-fn run(args: &Args) -> Result<ExitCode, String> {
+fn run(args: &Args) -> Result<ExitCode, Failure> {
     match &args.command {
         Command::Dump { stream } => {
             let manager = open(args)?;
@@ -216,11 +258,11 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                     .map_err(|e| format!("stream {name:?}: {e}"))?;
             }
             let metrics = manager.metrics().map_err(|e| e.to_string())?;
-            println!("root {}", manager.root().display());
-            println!("| tier | figures |");
-            println!("| --- | --- |");
+            out!("root {}", manager.root().display());
+            out!("| tier | figures |");
+            out!("| --- | --- |");
             let t0 = &metrics.tier0;
-            println!(
+            out!(
                 "| Tier 0 | {} of {} bytes, {} segments, activation queue {}, evictions {} |",
                 t0.total_bytes,
                 t0.cluster_max_bytes,
@@ -229,7 +271,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 t0.evictions
             );
             let t1 = &metrics.tier1;
-            println!(
+            out!(
                 "| Tier 1 | {} of {} bytes, {} artifacts, hydration queue {}, compression queue {}, hydration p99 {} ms |",
                 t1.total_bytes,
                 t1.max_bytes,
@@ -239,7 +281,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 t1.hydration_latency_p99_ms
             );
             let t2 = &metrics.tier2;
-            println!(
+            out!(
                 "| Tier 2 | uploads {} (queue {}, retries {}), deletes {} (queue {}, retries {}), download failures {} |",
                 t2.uploads,
                 t2.upload_queue_depth,
@@ -249,14 +291,14 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 t2.delete_retry_attempts,
                 t2.download_failures
             );
-            println!();
-            println!(
+            out!("");
+            out!(
                 "| stream | offsets | segments (T0 / T1 / T2 only / needs recovery) | flush failures |"
             );
-            println!("| --- | --- | --- | --- |");
+            out!("| --- | --- | --- | --- |");
             for (name, stream) in &metrics.streams {
                 let s = &stream.segments;
-                println!(
+                out!(
                     "| {name} | {}..{} (durable to {}) | {} / {} / {} / {} | {} |",
                     stream.start_offset,
                     stream.next_offset,
@@ -268,9 +310,9 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                     stream.flush.flush_failures
                 );
             }
-            println!();
+            out!("");
             let json = serde_json::to_string_pretty(&metrics).map_err(|e| e.to_string())?;
-            println!("{json}");
+            out!("{json}");
             manager.close().map_err(|e| e.to_string())?;
         }
         Command::Seal { stream } => {
@@ -280,8 +322,8 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 .and_then(|handle| handle.seal())
                 .map_err(|e| format!("stream {stream:?}: {e}"))?;
             match sealed {
-                Some(segment) => println!("sealed segment {}", segment.0),
-                None => println!("the active segment holds no record: nothing to seal"),
+                Some(segment) => out!("sealed segment {}", segment.0),
+                None => out!("the active segment holds no record: nothing to seal"),
             }
             manager.close().map_err(|e| e.to_string())?;
         }
@@ -291,7 +333,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 .stream(stream)
                 .and_then(|handle| handle.flush())
                 .map_err(|e| format!("stream {stream:?}: {e}"))?;
-            println!("durable below offset {durable}");
+            out!("durable below offset {durable}");
             manager.close().map_err(|e| e.to_string())?;
         }
         Command::Hydrate { stream, offset } => {
@@ -305,7 +347,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             let record = runtime
                 .block_on(handle.read_async(*offset))
                 .map_err(|e| format!("stream {stream:?} offset {offset}: {e}"))?;
-            println!(
+            out!(
                 "offset {} is in Tier 0 ({} payload bytes)",
                 record.offset,
                 record.payload.len()
@@ -316,7 +358,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             command: SegmentsCommand::List { stream },
         } => {
             let outcome = replay(&config(args)?.root, stream, false)?;
-            print_segments(&outcome.index);
+            print_segments(&outcome.index)?;
         }
         Command::Manifest { command } => {
             let (stream, check) = match command {
@@ -324,12 +366,12 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                 ManifestCommand::Check { stream } => (stream, true),
             };
             let outcome = replay(&config(args)?.root, stream, !check)?;
-            println!("{:#?}", outcome.figures);
+            out!("{:#?}", outcome.figures);
             for corruption in &outcome.corruptions {
-                println!("corruption: {corruption}");
+                out!("corruption: {corruption}");
             }
             if outcome.figures.corruption_events > 0 {
-                println!(
+                out!(
                     "manifest of {stream:?}: {} corruption events",
                     outcome.figures.corruption_events
                 );
@@ -337,7 +379,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
                     return Ok(ExitCode::from(EXIT_CORRUPT));
                 }
             } else if check {
-                println!(
+                out!(
                     "manifest of {stream:?} is sound: {} records in {} chunks",
                     outcome.index.next_ordinal(),
                     outcome.figures.chunk_count
@@ -352,7 +394,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
         Ok(code) => code,
-        Err(error) => {
+        Err(Failure::BrokenPipe) => ExitCode::SUCCESS,
+        Err(Failure::Message(error)) => {
             eprintln!("aof2-admin: {error}");
             ExitCode::FAILURE
         }
