@@ -237,10 +237,9 @@ async fn open(sender: &CommandSender<Store>, stream: &str) {
     assert!(matches!(opened, StoreReply::Opened { .. }), "{opened:?}");
 }
 
-#[test]
-fn retention_by_size_deletes_the_oldest_segments_from_every_tier() {
-    // Two delete failures: the first deletes are retried before they succeed.
-    let memory = flaky_ports(2, 0);
+/// 64 KiB segments, retention by size at 8 KiB (every sealed segment but the newest
+/// goes once uploaded), no periodic snapshots.
+fn size_retention_config() -> StoreConfig {
     let mut config = StoreConfig::default();
     config.stream.segment_target_bytes = 64 * 1024;
     config.tier2.retention = RetentionPolicy {
@@ -249,6 +248,14 @@ fn retention_by_size_deletes_the_oldest_segments_from_every_tier() {
     };
     config.snapshot_interval_ms = 0;
     config.snapshot_every_records = 0;
+    config
+}
+
+#[test]
+fn retention_by_size_deletes_the_oldest_segments_from_every_tier() {
+    // Two delete failures: the first deletes are retried before they succeed.
+    let memory = flaky_ports(2, 0);
+    let config = size_retention_config();
     let store = Store::new(config, 10_000).unwrap();
     let (sender, receiver) = command_channel::<Store>();
     let driver = run(store, memory.ports.clone(), receiver, limits());
@@ -701,14 +708,7 @@ fn a_deletion_queued_before_a_restart_is_finished_after_it() {
     // deletes. The second session has no retention policy at all, so nothing but the
     // queued jobs in the manifest can make it delete anything.
     let memory = flaky_ports(u32::MAX, 0);
-    let mut config = StoreConfig::default();
-    config.stream.segment_target_bytes = 64 * 1024;
-    config.tier2.retention = RetentionPolicy {
-        max_age_ms: None,
-        max_bytes: Some(8 * 1024),
-    };
-    config.snapshot_interval_ms = 0;
-    config.snapshot_every_records = 0;
+    let mut config = size_retention_config();
     let store = Store::new(config, 10_000).unwrap();
     let (sender, receiver) = command_channel::<Store>();
     let driver = run(store, memory.ports.clone(), receiver, limits());

@@ -134,9 +134,10 @@ fn a_handful_of_seeds_pass_and_exercise_every_checker() {
     }
 }
 
-#[test]
-fn regression_seeds_pass_strictly() {
-    for &(seed, bug) in REGRESSION_SEEDS {
+/// Runs each seed at the default size in strict mode (a known issue is a violation
+/// too) and fails on the first that violates, naming its bug.
+fn assert_pass_strictly(seeds: &[(u64, &str)]) {
+    for &(seed, bug) in seeds {
         let report = run_seed(
             seed,
             RunOptions {
@@ -153,24 +154,15 @@ fn regression_seeds_pass_strictly() {
     }
 }
 
+#[test]
+fn regression_seeds_pass_strictly() {
+    assert_pass_strictly(REGRESSION_SEEDS);
+}
+
 #[cfg(madsim)]
 #[test]
 fn madsim_regression_seeds_pass_strictly() {
-    for &(seed, bug) in MADSIM_REGRESSION_SEEDS {
-        let report = run_seed(
-            seed,
-            RunOptions {
-                size: WorkloadSize::DEFAULT,
-                keep_trace: false,
-                strict: true,
-            },
-        );
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed} ({bug}) violated again: {:?}",
-            report.violations
-        );
-    }
+    assert_pass_strictly(MADSIM_REGRESSION_SEEDS);
 }
 
 #[test]

@@ -1330,31 +1330,25 @@ fn make_plan(stream: &StreamName, restoring: &mut Restoring) -> Result<RestorePl
             });
         }
     }
-    for &segment_id in &restoring.deletion_requeued {
+    // Retention's deletes the lost chunk held: queued again for objects still
+    // present, queued and done for the missing ones.
+    let requeued = restoring.deletion_requeued.iter().map(|&id| (id, true));
+    let presumed = restoring.presumed_deleted.iter().map(|&id| (id, false));
+    for (segment_id, present) in requeued.chain(presumed) {
         let key = segment_object_key(stream, segment_id);
         records.push(ManifestRecord::Tier2DeleteQueued {
             segment_id,
             key: key.clone(),
             reason: restoring
                 .retention_reason
-                .expect("requeued only under a retention policy"),
+                .expect("taken as retention's only under a retention policy"),
         });
-        summary_events.push(RecoveryEvent::SegmentDeletionRequeued { key, segment_id });
-    }
-    for &segment_id in &restoring.presumed_deleted {
-        let key = segment_object_key(stream, segment_id);
-        records.push(ManifestRecord::Tier2DeleteQueued {
-            segment_id,
-            key: key.clone(),
-            reason: restoring
-                .retention_reason
-                .expect("presumed deleted only under a retention policy"),
+        summary_events.push(if present {
+            RecoveryEvent::SegmentDeletionRequeued { key, segment_id }
+        } else {
+            deleted.insert(segment_id);
+            RecoveryEvent::SegmentPresumedDeleted { key, segment_id }
         });
-        summary_events.push(RecoveryEvent::SegmentPresumedDeleted {
-            key: key.clone(),
-            segment_id,
-        });
-        deleted.insert(segment_id);
     }
     for &segment_id in &deleted {
         // The restore lost every local copy: evictions first, so the `Tier2Deleted`

@@ -155,35 +155,39 @@ fn io(step: IoStep, request: DiskRequest, metadata: bool) -> Step {
     }
 }
 
-/// Publishes `pointer` as `current.sealed`: temp, write, fsync, rename, fsync the
-/// stream directory.
-pub(super) fn pointer_steps(stream: &StreamName, pointer: &SealedPointer) -> Vec<Step> {
-    let temp = pointer_temp_path(stream);
+/// The steps of one small file published in the stream directory: create the temp,
+/// write it, fsync it, rename it over the target, fsync the stream directory.
+struct Publish {
+    steps: [IoStep; 4],
+    temp: LocalPath,
+    target: LocalPath,
+    bytes: Bytes,
+}
+
+fn publish_steps(stream: &StreamName, publish: Publish) -> Vec<Step> {
+    let Publish {
+        steps: [create, write, sync, rename],
+        temp,
+        target,
+        bytes,
+    } = publish;
     vec![
+        io(create, DiskRequest::Create { path: temp.clone() }, true),
         io(
-            IoStep::CreatePointerTemp,
-            DiskRequest::Create { path: temp.clone() },
-            true,
-        ),
-        io(
-            IoStep::WritePointerTemp,
+            write,
             DiskRequest::WriteAt {
                 path: temp.clone(),
                 offset: 0,
-                bytes: Bytes::copy_from_slice(&pointer.to_bytes()),
+                bytes,
             },
             true,
         ),
+        io(sync, DiskRequest::SyncFile { path: temp.clone() }, true),
         io(
-            IoStep::SyncPointerTemp,
-            DiskRequest::SyncFile { path: temp.clone() },
-            true,
-        ),
-        io(
-            IoStep::RenamePointer,
+            rename,
             DiskRequest::Rename {
                 from: temp,
-                to: pointer_path(stream),
+                to: target,
             },
             true,
         ),
@@ -197,46 +201,38 @@ pub(super) fn pointer_steps(stream: &StreamName, pointer: &SealedPointer) -> Vec
     ]
 }
 
+/// Publishes `pointer` as `current.sealed`: temp, write, fsync, rename, fsync the
+/// stream directory.
+pub(super) fn pointer_steps(stream: &StreamName, pointer: &SealedPointer) -> Vec<Step> {
+    let publish = Publish {
+        steps: [
+            IoStep::CreatePointerTemp,
+            IoStep::WritePointerTemp,
+            IoStep::SyncPointerTemp,
+            IoStep::RenamePointer,
+        ],
+        temp: pointer_temp_path(stream),
+        target: pointer_path(stream),
+        bytes: Bytes::copy_from_slice(&pointer.to_bytes()),
+    };
+    publish_steps(stream, publish)
+}
+
 /// Publishes `hint` as the `acknowledged` file: temp, write, fsync, rename, fsync the
 /// stream directory. Overwriting it in place later needs it to exist.
 pub(super) fn ack_hint_steps(stream: &StreamName, hint: &AckHint) -> Vec<Step> {
-    let temp = ack_hint_temp_path(stream);
-    vec![
-        io(
+    let publish = Publish {
+        steps: [
             IoStep::CreateAckHintTemp,
-            DiskRequest::Create { path: temp.clone() },
-            true,
-        ),
-        io(
             IoStep::WriteAckHintTemp,
-            DiskRequest::WriteAt {
-                path: temp.clone(),
-                offset: 0,
-                bytes: Bytes::copy_from_slice(&hint.to_bytes()),
-            },
-            true,
-        ),
-        io(
             IoStep::SyncAckHintTemp,
-            DiskRequest::SyncFile { path: temp.clone() },
-            true,
-        ),
-        io(
             IoStep::RenameAckHint,
-            DiskRequest::Rename {
-                from: temp,
-                to: ack_hint_path(stream),
-            },
-            true,
-        ),
-        io(
-            IoStep::SyncStreamDir,
-            DiskRequest::SyncDir {
-                path: stream_dir(stream),
-            },
-            true,
-        ),
-    ]
+        ],
+        temp: ack_hint_temp_path(stream),
+        target: ack_hint_path(stream),
+        bytes: Bytes::copy_from_slice(&hint.to_bytes()),
+    };
+    publish_steps(stream, publish)
 }
 
 /// Creates the segment file of `header`: the `acknowledged` hint naming it (see
