@@ -18,9 +18,10 @@ use aof2_core::cpu;
 use aof2_core::driver::{ClockPort, CpuPort, Ports, SpawnPort};
 use aof2_core::io::{CpuJob, CpuResult};
 use async_trait::async_trait;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, poll_fn};
 use madsim::time::{Duration, Instant};
 use std::sync::Arc;
+use std::task::Poll;
 
 /// Where simulated time starts: 2023-11-14T22:13:20Z in milliseconds since the Unix
 /// epoch, so age-based logic sees realistic wall-clock numbers.
@@ -72,13 +73,37 @@ impl ClockPort for SimClock {
 }
 
 /// Spawns with `madsim::task::spawn` (tokio's spawn without `--cfg madsim`).
-#[derive(Debug, Default)]
-pub struct SimSpawner;
+///
+/// A task belongs to the process that spawned it: once the disk crashed (or was
+/// wiped) after the spawn, the task is never polled again. Without this, a dead
+/// process's request that had not begun its disk operation yet (so [`SimDisk`]'s own
+/// check of operations under way could not catch it) would land after the restart,
+/// which no real crash allows.
+#[derive(Debug)]
+pub struct SimSpawner {
+    disk: Arc<SimDisk>,
+}
+
+impl SimSpawner {
+    /// A spawner whose tasks die with `disk`'s crashes.
+    #[must_use]
+    pub fn new(disk: Arc<SimDisk>) -> Self {
+        SimSpawner { disk }
+    }
+}
 
 impl SpawnPort for SimSpawner {
     fn spawn(&self, task: BoxFuture<'static, ()>) {
+        let disk = self.disk.clone();
+        let generation = disk.generation();
         // Detached: the driver learns of the task's end through its completion channel.
-        drop(madsim::task::spawn(task));
+        let mut task = task;
+        drop(madsim::task::spawn(poll_fn(move |cx| {
+            if disk.generation() != generation {
+                return Poll::Ready(()); // The process died: its task ends unfinished.
+            }
+            task.as_mut().poll(cx)
+        })));
     }
 }
 
@@ -149,7 +174,7 @@ impl SimPorts {
             disk: disk.clone(),
             object_store: object_store.clone(),
             clock: clock.clone(),
-            spawn: Arc::new(SimSpawner),
+            spawn: Arc::new(SimSpawner::new(disk.clone())),
             cpu: Arc::new(InlineCpu),
         };
         SimPorts {

@@ -20,9 +20,11 @@
 //! - `latency`: a seeded delay split around the moment the operation applies, so
 //!   other callers may see a put before its own caller hears back.
 //!
-//! Object loss (to exercise repair) is explicit: [`SimObjectStore::lose_object`], or
+//! Object loss (to exercise repair) is explicit: [`SimObjectStore::lose_object`],
 //! [`SimObjectStore::lose_objects_by_plan`] which drops each object with
-//! `object_loss_ppm`. [`SimObjectStore::set_faults_enabled`]`(false)` turns errors and
+//! `object_loss_ppm`, or [`SimObjectStore::lose_objects_where`], the same over the keys
+//! a filter picks with the caller's generator (the store's own fault draws stay as
+//! they were). [`SimObjectStore::set_faults_enabled`]`(false)` turns errors and
 //! throttling off (latency stays) for a liveness phase.
 //!
 //! **Invariants**
@@ -360,6 +362,26 @@ impl SimObjectStore {
         lost
     }
 
+    /// Drops each object whose key `pick` accepts with the plan's `object_loss_ppm`, in
+    /// key order, drawing from `rng` (so the store's own fault schedule is unchanged);
+    /// returns the keys lost. Applies whether or not faults are enabled.
+    pub fn lose_objects_where(&self, rng: &mut DetRng, pick: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut state = self.state();
+        let ppm = state.plan.object_loss_ppm;
+        let lost: Vec<String> = state
+            .objects
+            .keys()
+            .filter(|key| pick(key.as_str()))
+            .filter(|_| chance(rng, ppm))
+            .cloned()
+            .collect();
+        for key in &lost {
+            state.objects.remove(key);
+        }
+        state.stats.objects_lost += lost.len() as u64;
+        lost
+    }
+
     /// The bytes under `key`, if any (no faults, no delay).
     #[must_use]
     pub fn object(&self, key: &str) -> Option<Bytes> {
@@ -652,6 +674,47 @@ mod tests {
         }
         assert_eq!(store.keys().len(), 99 - lost.len());
         assert_eq!(store.stats().objects_lost, 1 + lost.len() as u64);
+    }
+
+    #[test]
+    fn a_filtered_loss_picks_only_matching_keys_and_leaves_the_store_rng_alone() {
+        let plan = StoreFaultPlan {
+            object_loss_ppm: PPM_ONE,
+            error_before_ppm: PPM_ONE / 2,
+            ..StoreFaultPlan::none()
+        };
+        let filled = || {
+            let store = store(plan);
+            block_on(async {
+                for index in 0..20 {
+                    let key = format!("{}/{index:03}", if index % 2 == 0 { "a" } else { "b" });
+                    // Retry the injected errors until each put lands.
+                    while store
+                        .put(&key, bytes("v"), PutMode::Overwrite)
+                        .await
+                        .is_err()
+                    {}
+                }
+            });
+            store
+        };
+        let (lossy, untouched) = (filled(), filled());
+        let mut rng = DetRng::new(5);
+        let lost = lossy.lose_objects_where(&mut rng, |key| key.starts_with("a/"));
+        assert_eq!(lost.len(), 10, "every `a/` key at one in one: {lost:?}");
+        assert!(lost.iter().all(|key| key.starts_with("a/")));
+        assert_eq!(lossy.keys().len(), 10);
+        // The next faults are the same as a store that lost nothing.
+        let next = |store: &SimObjectStore| {
+            block_on(async {
+                let mut results = Vec::new();
+                for _ in 0..20 {
+                    results.push(store.head("b/001").await.is_ok());
+                }
+                results
+            })
+        };
+        assert_eq!(next(&lossy), next(&untouched));
     }
 
     fn trace(seed: u64) -> String {

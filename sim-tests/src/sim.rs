@@ -37,8 +37,9 @@ use crate::scenario::{Scenario, WorkloadSize};
 use aof2_core::backpressure::BackpressureKind;
 use aof2_core::driver::{self, ClockPort, CommandSender, DriverLimits, Machine, command_channel};
 use aof2_core::limits::{SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES};
+use aof2_core::manifest::chunk::{chunk_file_name, parse_chunk_file_name};
 use aof2_core::manifest::index::Lifecycle;
-use aof2_core::names::StreamName;
+use aof2_core::names::{ObjectKey, StreamName, manifest_chunk_object_key, manifest_dir};
 use aof2_core::retry::DetRng;
 use aof2_core::store::{ReadMode, Store, StoreCommand, StoreError, StoreMetrics, StoreReply};
 use aof2_io_sim::{SIM_CLOCK_START_MS, SimDiskStats, SimPlans, SimPorts, SimStoreStats};
@@ -225,6 +226,8 @@ struct Simulation {
     models: BTreeMap<StreamName, StreamModel>,
     rng: DetRng,
     crash_rng: DetRng,
+    /// Draws which Tier 2 objects a crash loses (apart from the store's own faults).
+    loss_rng: DetRng,
     payload_count: u64,
     recorder: Arc<Mutex<Recorder>>,
     background: Arc<Mutex<Vec<Background>>>,
@@ -258,6 +261,7 @@ impl Simulation {
             .collect();
         let rng = sim.seed.child("client").rng();
         let crash_rng = sim.seed.child("crash").rng();
+        let loss_rng = sim.seed.child("object-loss").rng();
         Simulation {
             faults: scenario.faults,
             scenario,
@@ -266,6 +270,7 @@ impl Simulation {
             models,
             rng,
             crash_rng,
+            loss_rng,
             payload_count: 0,
             recorder,
             background: Arc::new(Mutex::new(Vec::new())),
@@ -460,8 +465,37 @@ impl Simulation {
         self.sim.disk.check_invariants();
         self.count(|report| report.crashes += 1);
         self.trace(format!("crash: {report:?}"));
+        if self.faults {
+            self.lose_repairable_objects();
+        }
         self.restarted = true;
         self.check_durable();
+    }
+
+    /// Tier 2 loses objects the store can repair: copies of sealed manifest chunks
+    /// whose local file is durable (a reopened stream copies every local chunk below
+    /// its writer's first chunk again, and a restore after a disk loss needs them).
+    /// Segment objects and snapshots are never lost: the store has no repair for
+    /// them yet (docs/testing.md).
+    fn lose_repairable_objects(&mut self) {
+        let disk = &self.sim.disk;
+        let lost = self
+            .sim
+            .object_store
+            .lose_objects_where(&mut self.loss_rng, |key| {
+                let Ok(ObjectKey::ManifestChunk {
+                    stream,
+                    chunk_index,
+                }) = ObjectKey::parse(key)
+                else {
+                    return false;
+                };
+                let path = manifest_dir(&stream).join(&chunk_file_name(chunk_index));
+                disk.durable_file(path.as_str()).is_some()
+            });
+        if !lost.is_empty() {
+            self.trace(format!("Tier 2 lost {lost:?}"));
+        }
     }
 
     fn check_durable(&mut self) {
@@ -1195,9 +1229,45 @@ impl Simulation {
                     ));
                 }
             }
+            self.check_chunk_copies(&stream);
         }
         drop(store);
         self.crash();
+    }
+
+    /// After the drain: every local manifest chunk but the newest (the writer's) has
+    /// its Tier 2 copy, byte for byte, whatever Tier 2 lost before (see
+    /// [`Simulation::lose_repairable_objects`]).
+    fn check_chunk_copies(&mut self, stream: &StreamName) {
+        self.ran(Checker::TierBytesEqual);
+        let dir = manifest_dir(stream);
+        let mut chunks: Vec<u64> = self
+            .sim
+            .disk
+            .list_durable(dir.as_str())
+            .iter()
+            .filter_map(|name| parse_chunk_file_name(name))
+            .collect();
+        chunks.sort_unstable();
+        chunks.pop();
+        for chunk_index in chunks {
+            let path = dir.join(&chunk_file_name(chunk_index));
+            let local = self.sim.disk.durable_file(path.as_str());
+            let key = manifest_chunk_object_key(stream, chunk_index);
+            let copy = self.sim.object_store.object(&key);
+            let problem = match (&local, &copy) {
+                (Some(local), Some(copy)) if local.as_slice() == copy.as_ref() => continue,
+                (_, None) => (Checker::Liveness, "is not in Tier 2"),
+                _ => (Checker::TierBytesEqual, "differs from the local chunk"),
+            };
+            self.violation(Violation::new(
+                problem.0,
+                format!(
+                    "{stream}: manifest chunk {chunk_index}'s copy {key} {}",
+                    problem.1
+                ),
+            ));
+        }
     }
 
     async fn final_client(&mut self, sender: CommandSender<Store>) -> bool {

@@ -110,6 +110,15 @@ const MADSIM_REGRESSION_SEEDS: &[(u64, &str)] = &[
     // the gap.
     (734, "queued retention deletes not resumed after a restart"),
     (1255, "queued retention deletes not resumed after a restart"),
+    // A manifest chunk copy uploaded one read that decoded cleanly, but a flipped bit
+    // in its newest slot had left an older commit to decode (found once every local
+    // chunk was compared with its Tier 2 copy).
+    (0, "a chunk copy trusted one read that decoded cleanly"),
+    (112, "a chunk copy trusted one read that decoded cleanly"),
+    // io-sim: a request the crashed process had spawned but not yet started ran after
+    // the restart (a write sealing a chunk landed, then was never fsynced).
+    (249, "a dead process's unstarted IO landed after the crash"),
+    (406, "a dead process's unstarted IO landed after the crash"),
 ];
 
 #[test]

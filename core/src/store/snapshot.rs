@@ -29,10 +29,12 @@
 //! # Manifest chunks
 //!
 //! Every sealed chunk (`ManifestEvent::ChunkSealed`) is read back and uploaded to
-//! `manifest/<stream>/<chunk>.mlog`. A read that finds corruption is not trusted
-//! alone: the chunk is read again, and only bytes two reads agree on are uploaded
-//! (Tier 2 holds what the disk holds, so a restore replays what a local recovery
-//! would; a read that flipped bits never reaches Tier 2). When a stream is reopened,
+//! `manifest/<stream>/<chunk>.mlog`. No single read is trusted, not even one that
+//! decodes cleanly (a chunk file holds bytes no checksum covers, and a flip in the
+//! newest slot leaves an older commit that decodes): the chunk is read twice, and
+//! only bytes both reads agree on are uploaded (Tier 2 holds what the disk holds, so
+//! a restore replays what a local recovery would; a read that flipped bits never
+//! reaches Tier 2). When a stream is reopened,
 //! every chunk still on local disk below the writer's first is copied again: a crash
 //! may have cut its copy short, and a gap in Tier 2 would make a restore refuse. A
 //! local chunk file is removed (then the manifest directory fsynced) once its Tier 2
@@ -59,7 +61,7 @@ use crate::limits::{
     STORE_SNAPSHOT_INTERVAL_MS_MIN, STORE_SNAPSHOT_WAITERS_MAX, STORE_UPKEEP_INTERVAL_MS,
     STORE_UPKEEP_ROUNDS_MAX,
 };
-use crate::manifest::chunk::{chunk_file_name, decode_chunk, more_trusted_chunk_read};
+use crate::manifest::chunk::chunk_file_name;
 use crate::manifest::index::ManifestIndex;
 use crate::manifest::snapshot::{ManifestPosition, Snapshot};
 use crate::manifest::writer::ManifestWriter;
@@ -154,7 +156,7 @@ struct LocalChunk {
     path: LocalPath,
     state: ChunkState,
     failed_rounds: u32,
-    /// A first read that found corruption, kept while the chunk is read again.
+    /// The first of the two reads a copy compares, kept while the chunk is read again.
     first_read: Option<Bytes>,
 }
 
@@ -667,18 +669,19 @@ impl Store {
             (ChunkStep::Read, IoCompletion::Disk(DiskCompletion::Read(bytes)))
                 if !bytes.is_empty() =>
             {
+                // A chunk file holds bytes no checksum covers (the slot a commit
+                // superseded, bytes past the committed length), and a flip in the newest
+                // slot leaves an older commit that decodes cleanly: a clean decode is no
+                // proof of the disk's bytes. Tier 2 gets them only when two reads agree.
                 let bytes = match chunk.first_read.take() {
-                    None if !decode_chunk(chunk_index, &bytes).corruptions.is_empty() => {
+                    None => {
                         chunk.first_read = Some(bytes);
                         return self.read_chunk(name, chunk_index);
                     }
-                    None => bytes,
-                    Some(first) => match more_trusted_chunk_read(chunk_index, first, bytes) {
-                        (bytes, true) => bytes,
-                        (_, false) => {
-                            return chunk_round_failed(state, chunk_index, ChunkState::CopyFailed);
-                        }
-                    },
+                    Some(first) if first == bytes => bytes,
+                    Some(_) => {
+                        return chunk_round_failed(state, chunk_index, ChunkState::CopyFailed);
+                    }
                 };
                 let object = ObjectKey::ManifestChunk {
                     stream: name.clone(),
