@@ -753,8 +753,11 @@ fn a_deletion_queued_before_a_restart_is_finished_after_it() {
     let driver = run(store, ports, receiver, limits());
     let calls = async move {
         open(&sender, "queued").await;
+        // The resumed deletions run at the open: pending until they are done.
         let settled = metrics_until(&sender, |metrics| {
-            metrics.streams["queued"].retention.segments_deleted == abandoned
+            let retention = &metrics.streams["queued"].retention;
+            retention.segments_deleted > 0
+                && retention.deletes_pending == 0
                 && pipeline_idle(metrics)
         })
         .await;
@@ -766,18 +769,28 @@ fn a_deletion_queued_before_a_restart_is_finished_after_it() {
     };
     let (store, second) = block_on(join(driver, calls));
     store.check_invariants();
+    // Every abandoned deletion was queued; the first session may have queued a few
+    // more while it closed, which the manifest holds too.
     let summary = store.recovery_summary(&name("queued")).unwrap();
-    assert_eq!(summary.deletions_resumed, abandoned);
+    let resumed = summary.deletions_resumed;
+    assert!(
+        resumed >= abandoned,
+        "{resumed} resumed, {abandoned} abandoned"
+    );
     let second = &second.streams["queued"];
-    assert_eq!(second.start_offset, start_offset, "the start offset stays");
+    assert_eq!(second.retention.segments_deleted, resumed);
+    assert!(
+        second.start_offset >= start_offset,
+        "the start offset never goes back"
+    );
     let after = segment_ids(&memory.object_store.keys(), "segments/queued/", ".zst");
     assert_eq!(
-        after[0], abandoned,
+        after[0], resumed,
         "exactly the queued prefix is gone: {before:?} -> {after:?}"
     );
-    assert_eq!(after.len() as u64 + abandoned, before.len() as u64);
+    assert_eq!(after.len() as u64 + resumed, before.len() as u64);
     let paths = memory.disk.paths();
-    for id in 0..abandoned {
+    for id in 0..resumed {
         let file = format!("streams/queued/segments/{id:020}.seg");
         let artifact = format!("streams/queued/tier1/{id:020}.zst");
         assert!(!paths.contains(&file), "{file} is gone");
