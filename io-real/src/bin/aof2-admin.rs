@@ -27,44 +27,13 @@ use aof2_io_real::core::manifest::replay::{ReplayOutcome, Replayer};
 use aof2_io_real::core::names::StreamName;
 use aof2_io_real::manager::AofManager;
 use clap::{Parser, Subcommand};
-use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Why a command stopped early.
-#[derive(Debug)]
-enum Failure {
-    /// What went wrong and where.
-    Message(String),
-    /// Standard output was closed by its reader: stop writing, not an error.
-    BrokenPipe,
-}
-
-impl From<String> for Failure {
-    fn from(message: String) -> Self {
-        Failure::Message(message)
-    }
-}
-
-/// Writes one line to standard output.
-fn emit(line: fmt::Arguments<'_>) -> Result<(), Failure> {
-    let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{line}") {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::BrokenPipe),
-        Err(error) => Err(Failure::Message(format!(
-            "writing to standard output: {error}"
-        ))),
-    }
-}
-
-/// `println!` that stops the command when standard output fails.
-macro_rules! out {
-    ($($arg:tt)*) => {
-        emit(format_args!($($arg)*))?
-    };
-}
+#[path = "common/stdout.rs"]
+#[macro_use]
+mod stdout;
+use stdout::Failure;
 
 #[derive(Debug, Parser)]
 #[command(

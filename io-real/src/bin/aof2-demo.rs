@@ -21,6 +21,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+#[path = "common/stdout.rs"]
+#[macro_use]
+mod stdout;
+use stdout::Failure;
+
 /// Ingest, tier, evict, read back and verify one stream.
 #[derive(Debug, Parser)]
 #[command(name = "aof2-demo", version)]
@@ -122,7 +127,7 @@ fn append(
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+fn run(args: &Args) -> Result<(), Failure> {
     let config = load_config(args)?;
     let root = config.root.clone();
     let manager = AofManager::open(config).map_err(|e| e.to_string())?;
@@ -139,7 +144,7 @@ fn run(args: &Args) -> Result<(), String> {
         let (appended, latency) = append(&stream, payload(offset, args.record_bytes), &mut blocked)
             .map_err(|e| format!("append {offset}: {e}"))?;
         if appended != offset {
-            return Err(format!("append got offset {appended}, expected {offset}"));
+            return Err(format!("append got offset {appended}, expected {offset}").into());
         }
         latencies.push(latency);
         if i % 1024 == 0 {
@@ -187,10 +192,10 @@ fn run(args: &Args) -> Result<(), String> {
                 cold_latencies.push(cold.elapsed());
                 record
             }
-            Err(error) => return Err(format!("read {offset}: {error}")),
+            Err(error) => return Err(format!("read {offset}: {error}").into()),
         };
         if record.offset != offset || record.payload != payload(offset, args.record_bytes) {
-            return Err(format!("offset {offset}: the record read back differs"));
+            return Err(format!("offset {offset}: the record read back differs").into());
         }
         offset += 1;
         if offset % 1024 == 0 {
@@ -212,52 +217,54 @@ fn run(args: &Args) -> Result<(), String> {
         .map(|stream| stream.segments)
         .unwrap_or_default();
     let ms = |duration: Duration| duration.as_secs_f64() * 1000.0;
-    println!(
+    out!(
         "aof2-demo: stream {:?} under {}",
         args.stream,
         root.display()
     );
-    println!("| figure | value |");
-    println!("| --- | --- |");
-    println!(
+    out!("| figure | value |");
+    out!("| --- | --- |");
+    out!(
         "| records appended and verified | {} (offsets {first}..{end}) |",
         args.records
     );
-    println!("| record payload | {} B |", args.record_bytes);
-    println!(
+    out!("| record payload | {} B |", args.record_bytes);
+    out!(
         "| ingest | {:.1} MiB/s ({:.0} records/s) |",
         mib(bytes, ingest),
         args.records as f64 / ingest.as_secs_f64()
     );
-    println!(
+    out!(
         "| append latency p50 / p99 | {:.3} ms / {:.3} ms |",
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99))
     );
-    println!(
+    out!(
         "| segments after tiering: Tier 0 / Tier 1 / Tier 2 only | {} / {} / {} (of {}) |",
         segments.resident_in_tier0,
         segments.resident_in_tier1,
         segments.uploaded_to_tier2,
         segments.total
     );
-    println!("| read back and verify | {:.1} MiB/s |", mib(bytes, read));
-    println!(
+    out!("| read back and verify | {:.1} MiB/s |", mib(bytes, read));
+    out!(
         "| cold reads (hydrations waited for) | {} |",
         cold_latencies.len()
     );
-    println!(
+    out!(
         "| cold-read latency p50 / p99 | {:.2} ms / {:.2} ms |",
         ms(percentile(&cold_latencies, 0.5)),
         ms(percentile(&cold_latencies, 0.99))
     );
-    println!(
+    out!(
         "| hydrations (Tier 1 samples) / prefetches | {} / {} |",
-        after.tier1.hydration_latency_samples, after.reads.prefetches
+        after.tier1.hydration_latency_samples,
+        after.reads.prefetches
     );
-    println!(
+    out!(
         "| Tier 2 uploads / upload retries | {} / {} |",
-        after.tier2.uploads, after.tier2.upload_retry_attempts
+        after.tier2.uploads,
+        after.tier2.upload_retry_attempts
     );
     Ok(())
 }
@@ -265,8 +272,9 @@ fn run(args: &Args) -> Result<(), String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+        // A reader that closed the pipe early (`| head`) ends the output quietly.
+        Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,
+        Err(Failure::Message(error)) => {
             eprintln!("aof2-demo: {error}");
             ExitCode::FAILURE
         }
