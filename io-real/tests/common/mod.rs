@@ -242,6 +242,8 @@ pub const S3_BUCKET: &str = "aof2-test";
 /// How long a server may take to answer after it is started.
 const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(120);
 const SERVER_READY_POLL: Duration = Duration::from_millis(200);
+/// How many times a server is started on fresh ports when a port it was given is taken.
+const SERVER_START_ATTEMPTS: u32 = 4;
 
 /// Set to `1` to skip the S3 tests (they fail, loudly, when `weed` is missing).
 pub const SKIP_S3_ENV: &str = "AOF2_SKIP_S3_TESTS";
@@ -283,26 +285,53 @@ struct ServerPorts {
     admin_grpc: u16,
 }
 
+/// The lowest and one past the highest port [`ServerPorts::free`] hands out. The range
+/// sits below Linux's ephemeral range (32768..61000 by default), so no outgoing
+/// connection (the server's own, or another test's) can take a chosen port between the
+/// check and the server's bind, and no port restarts get back can have gone meanwhile.
+const SERVER_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next block of [`SERVER_PORTS`] to try, shared by the tests of one process so two
+/// servers started at once never choose the same ports.
+static NEXT_PORT_BLOCK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 impl ServerPorts {
-    /// Ten distinct free loopback ports (held open together while chosen, so none
-    /// repeats; the OS does not hand a just-closed ephemeral port out again at once).
+    const COUNT: u16 = 10;
+
+    /// Ten consecutive loopback ports that are free now, from a block of
+    /// [`SERVER_PORTS`] no other server of this process was given. The first block
+    /// depends on the process id, so test binaries that run at the same time start
+    /// apart; a block with a port in use is skipped.
     fn free() -> Self {
-        let listeners: Vec<TcpListener> = (0..10)
-            .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port"))
-            .collect();
-        let port = |index: usize| listeners[index].local_addr().expect("bound address").port();
-        ServerPorts {
-            s3: port(0),
-            s3_grpc: port(1),
-            master: port(2),
-            master_grpc: port(3),
-            volume: port(4),
-            volume_grpc: port(5),
-            filer: port(6),
-            filer_grpc: port(7),
-            admin: port(8),
-            admin_grpc: port(9),
+        use std::sync::atomic::Ordering;
+        let blocks = u32::from((SERVER_PORTS.end - SERVER_PORTS.start) / Self::COUNT);
+        let offset = std::process::id() % blocks;
+        for _ in 0..blocks {
+            let block = (offset + NEXT_PORT_BLOCK.fetch_add(1, Ordering::Relaxed)) % blocks;
+            let base = SERVER_PORTS.start
+                + u16::try_from(block).expect("a block index is below the range size")
+                    * Self::COUNT;
+            let all_free = (base..base + Self::COUNT)
+                .all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok());
+            if all_free {
+                return ServerPorts {
+                    s3: base,
+                    s3_grpc: base + 1,
+                    master: base + 2,
+                    master_grpc: base + 3,
+                    volume: base + 4,
+                    volume_grpc: base + 5,
+                    filer: base + 6,
+                    filer_grpc: base + 7,
+                    admin: base + 8,
+                    admin_grpc: base + 9,
+                };
+            }
         }
+        panic!(
+            "no block of {} free loopback ports in {SERVER_PORTS:?}",
+            Self::COUNT
+        );
     }
 }
 
@@ -334,6 +363,19 @@ impl SeaweedServer {
             child: None,
             starts: 0,
         };
+        // Something outside this process may still listen on a port it chose; the
+        // server then exits at once, and it is started again on other ports.
+        for _ in 1..SERVER_START_ATTEMPTS {
+            server.spawn();
+            match server.ready().await {
+                Ok(()) => return server,
+                Err(failure) if failure.contains("address already in use") => {
+                    server.kill();
+                    server.ports = ServerPorts::free();
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
         server.spawn();
         server.wait_ready().await;
         server
@@ -405,8 +447,17 @@ impl SeaweedServer {
             .expect("settings of the test server are valid")
     }
 
-    /// Waits until the server's S3 API answers a list of the bucket (bounded).
+    /// Waits until the server's S3 API answers a list of the bucket (bounded); panics
+    /// with the server's log if it does not.
     pub async fn wait_ready(&mut self) {
+        if let Err(failure) = self.ready().await {
+            panic!("{failure}");
+        }
+    }
+
+    /// Waits until the server's S3 API answers a list of the bucket (bounded), or says
+    /// why it did not, with the tail of the server's log.
+    async fn ready(&mut self) -> Result<(), String> {
         let store = self.store();
         let polls = SERVER_READY_TIMEOUT.as_millis() / SERVER_READY_POLL.as_millis();
         for _ in 0..polls {
@@ -415,21 +466,21 @@ impl SeaweedServer {
                 .as_mut()
                 .and_then(|child| child.try_wait().ok().flatten())
             {
-                panic!(
+                return Err(format!(
                     "`weed mini` exited with {status} before it was ready; log:\n{}",
                     self.log_tail()
-                );
+                ));
             }
             if store.list("").await.is_ok() {
-                return;
+                return Ok(());
             }
             tokio::time::sleep(SERVER_READY_POLL).await;
         }
-        panic!(
+        Err(format!(
             "`weed mini` did not answer S3 at {} within {SERVER_READY_TIMEOUT:?}; log:\n{}",
             self.endpoint(),
             self.log_tail()
-        );
+        ))
     }
 
     /// Kills the server (SIGKILL) and waits for it to exit.
