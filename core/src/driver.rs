@@ -19,7 +19,8 @@
 //! One step of the loop: drain the machine's replies and requests; start requests up
 //! to the per-kind in-flight limits ([`DriverLimits`]); then wait for whichever comes
 //! first: an IO completion, a command from the embedding API, or the machine's next
-//! deadline; feed it in; repeat. After a deadline the loop yields to its executor
+//! deadline; feed it in; repeat. When several are ready, a completion goes first, but
+//! never twice in a row ahead of a waiting command, so neither starves the other. After a deadline the loop yields to its executor
 //! once: a clock whose sleeps end at once (a deadline already past, a test's jumping
 //! clock) would otherwise keep it from ever returning `Pending` and starve the tasks
 //! sharing its thread, the callers waiting for replies included. When every command
@@ -31,6 +32,7 @@
 //!   delivered exactly once, with the request's id.
 //! - At most `*_in_flight_max` requests of each kind run at once; the rest wait in FIFO
 //!   order.
+//! - A command that is ready waits behind at most one completion.
 //! - The machine is only touched by this loop, one input at a time, and drained
 //!   (`poll_reply`, `poll_request`) after every input.
 //! - With `check_invariants` set, `Machine::check_invariants` runs after every input.
@@ -350,6 +352,8 @@ pub async fn run<M: Machine>(
     let mut replies: BTreeMap<CommandToken, oneshot::Sender<M::Reply>> = BTreeMap::new();
     let mut next_token = 0u64;
     let mut commands_open = true;
+    // Whether a ready command is taken before a ready completion (see the wait below).
+    let mut commands_turn = false;
 
     loop {
         // Drain the machine.
@@ -414,13 +418,24 @@ pub async fn run<M: Machine>(
                 }
             };
             futures::pin_mut!(completion, command, timer);
-            // Completions first: they free in-flight slots and never starve.
-            futures::select_biased! {
-                wake = completion.fuse() => wake,
-                wake = command.fuse() => wake,
-                wake = timer.fuse() => wake,
+            // Completions first (they free in-flight slots), except that a waiting
+            // command goes first after each completion: a steady stream of
+            // completions never starves the callers, nor commands the IO.
+            if commands_turn {
+                futures::select_biased! {
+                    wake = command.fuse() => wake,
+                    wake = completion.fuse() => wake,
+                    wake = timer.fuse() => wake,
+                }
+            } else {
+                futures::select_biased! {
+                    wake = completion.fuse() => wake,
+                    wake = command.fuse() => wake,
+                    wake = timer.fuse() => wake,
+                }
             }
         };
+        commands_turn = matches!(wake, Wake::Completion(..));
 
         let now_ms = ports.clock.now_ms();
         let woke_by_deadline = matches!(wake, Wake::Deadline);
@@ -559,6 +574,10 @@ mod tests {
         Put { key: &'static str, bytes: Bytes },
         /// Reply once the clock reaches `at_ms`.
         WakeAt { at_ms: u64 },
+        /// Put `count` objects at once; reply at once, not when they are done.
+        Flood { count: u32 },
+        /// Reply at once with the number of completions handled so far.
+        Ping,
     }
 
     #[derive(Debug, PartialEq, Eq)]
@@ -566,6 +585,8 @@ mod tests {
         Written(u64),
         Put(Option<String>),
         Woke(u64),
+        Flooding,
+        Pong { completions: u64 },
         Failed,
     }
 
@@ -575,6 +596,7 @@ mod tests {
         Wrote(CommandToken, LocalPath, u64),
         Synced(CommandToken, u64),
         Put(CommandToken),
+        Flooded,
     }
 
     /// A small machine: each file write is three dependent requests; puts are one;
@@ -588,6 +610,7 @@ mod tests {
         timers: BTreeMap<u64, Vec<CommandToken>>,
         shut_down: bool,
         inputs: u64,
+        completions: u64,
     }
 
     impl ToyMachine {
@@ -622,6 +645,23 @@ mod tests {
                     Step::Put(token),
                 ),
                 Command::WakeAt { at_ms } => self.timers.entry(at_ms).or_default().push(token),
+                Command::Flood { count } => {
+                    for i in 0..count {
+                        self.request(
+                            IoRequest::Object(ObjectRequest::Put {
+                                key: format!("flood/{i}"),
+                                bytes: Bytes::new(),
+                                mode: PutMode::Overwrite,
+                            }),
+                            Step::Flooded,
+                        );
+                    }
+                    self.replies.push_back((token, Reply::Flooding));
+                }
+                Command::Ping => {
+                    let completions = self.completions;
+                    self.replies.push_back((token, Reply::Pong { completions }));
+                }
             }
         }
 
@@ -635,6 +675,7 @@ mod tests {
 
         fn handle_completion(&mut self, _now_ms: u64, id: IoId, completion: IoCompletion) {
             self.inputs += 1;
+            self.completions += 1;
             let step = self
                 .steps
                 .remove(&id)
@@ -662,6 +703,15 @@ mod tests {
                 }
                 (Step::Put(token), IoCompletion::Object(ObjectCompletion::Put { etag })) => {
                     self.replies.push_back((token, Reply::Put(etag)));
+                }
+                (Step::Flooded, completion) => {
+                    assert!(
+                        matches!(
+                            completion,
+                            IoCompletion::Object(ObjectCompletion::Put { .. })
+                        ),
+                        "a flood put succeeds: {completion:?}"
+                    );
                 }
                 (
                     Step::Created(token, ..)
@@ -869,6 +919,96 @@ mod tests {
                 name.as_bytes()
             );
         }
+    }
+
+    /// An object store whose puts all wait until the gate opens, then count
+    /// themselves done.
+    struct GatedObjects {
+        inner: Arc<dyn ObjectStorePort>,
+        gate: futures::future::Shared<futures::channel::oneshot::Receiver<()>>,
+        done: Arc<AtomicU32>,
+    }
+
+    #[async_trait]
+    impl ObjectStorePort for GatedObjects {
+        async fn put(
+            &self,
+            key: &str,
+            bytes: Bytes,
+            mode: PutMode,
+        ) -> Result<Option<String>, ObjectErrorKind> {
+            let _ = self.gate.clone().await;
+            let out = self.inner.put(key, bytes, mode).await;
+            self.done.fetch_add(1, Ordering::SeqCst);
+            out
+        }
+        async fn get(&self, key: &str) -> Result<Bytes, ObjectErrorKind> {
+            self.inner.get(key).await
+        }
+        async fn get_range(
+            &self,
+            key: &str,
+            start: u64,
+            end: u64,
+        ) -> Result<(Bytes, u64), ObjectErrorKind> {
+            self.inner.get_range(key, start, end).await
+        }
+        async fn head(&self, key: &str) -> Result<ObjectMeta, ObjectErrorKind> {
+            self.inner.head(key).await
+        }
+        async fn delete(&self, key: &str) -> Result<(), ObjectErrorKind> {
+            self.inner.delete(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectErrorKind> {
+            self.inner.list(prefix).await
+        }
+    }
+
+    #[test]
+    fn a_waiting_command_is_not_starved_by_ready_completions() {
+        const FLOOD: u32 = 200;
+        let memory = MemoryPorts::new(0, 4);
+        let (open, gate) = futures::channel::oneshot::channel::<()>();
+        let done = Arc::new(AtomicU32::new(0));
+        let mut ports = memory.ports.clone();
+        ports.object_store = Arc::new(GatedObjects {
+            inner: memory.ports.object_store.clone(),
+            gate: gate.shared(),
+            done: done.clone(),
+        });
+        let (sender, receiver) = command_channel::<ToyMachine>();
+        let limits = DriverLimits {
+            object_in_flight_max: FLOOD,
+            check_invariants: true,
+            ..DriverLimits::default()
+        };
+        let driver = run(ToyMachine::default(), ports, receiver, limits);
+        let calls = async move {
+            let flooding = sender.call(Command::Flood { count: FLOOD }).await.unwrap();
+            assert_eq!(flooding, Reply::Flooding);
+            // The ping is queued first; then every put completes while the driver
+            // waits, so all their completions are ready with it.
+            let ping = sender.call(Command::Ping);
+            let release = async {
+                open.send(()).unwrap();
+                while done.load(Ordering::SeqCst) < FLOOD {
+                    #[allow(clippy::disallowed_methods)] // the driver must not run yet
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            };
+            let (pong, ()) = futures::future::join(ping, release).await;
+            let Reply::Pong { completions } = pong.unwrap() else {
+                panic!("a ping is answered with a pong")
+            };
+            assert!(
+                completions <= 1,
+                "the ping waited behind {completions} of {FLOOD} ready completions"
+            );
+        };
+        let (machine, ()) = futures::executor::block_on(futures::future::join(driver, calls));
+        assert_eq!(machine.completions, u64::from(FLOOD));
     }
 
     #[test]
