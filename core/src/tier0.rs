@@ -289,6 +289,48 @@ impl Tier0Event {
             | Tier0Event::ActivationQueueWarn { .. } => LOG_TARGET_TIER0,
         }
     }
+
+    /// Emits the event to `tracing` under its target and level, with the fields of
+    /// the runbook's event table (docs/operations.md).
+    pub fn log(&self) {
+        match self {
+            Tier0Event::SegmentAdmitted {
+                key,
+                bytes,
+                kind,
+                total_bytes,
+            } => tracing::info!(
+                target: LOG_TARGET_TIERED,
+                key = %key, bytes, kind = kind.as_str(), total_bytes,
+                "tiered_admit_segment"
+            ),
+            Tier0Event::EvictionScheduled {
+                key,
+                bytes,
+                idle_ms,
+                total_bytes,
+            } => tracing::info!(
+                target: LOG_TARGET_TIER0,
+                key = %key, bytes, idle_ms, total_bytes,
+                "tier0_eviction_scheduled"
+            ),
+            Tier0Event::SegmentDropped {
+                key,
+                bytes,
+                reason,
+                total_bytes,
+            } => tracing::info!(
+                target: LOG_TARGET_TIER0,
+                key = %key, bytes, reason = ?reason, total_bytes,
+                "tier0_segment_dropped"
+            ),
+            Tier0Event::ActivationQueueWarn { depth, threshold } => tracing::warn!(
+                target: LOG_TARGET_TIER0,
+                depth, threshold,
+                "tier0_activation_queue_warn"
+            ),
+        }
+    }
 }
 
 /// Errors of Tier 0 operations. `WouldBlock` is the normal retryable case; the others

@@ -409,6 +409,119 @@ impl Tier1Event {
         LOG_TARGET_TIER1
     }
 
+    /// Emits the event to `tracing` under [`LOG_TARGET_TIER1`] at its level (WARN for
+    /// failures, retries and a missing or corrupt warm file, INFO otherwise), with the
+    /// fields of the runbook's event table (docs/operations.md).
+    pub fn log(&self) {
+        const T: &str = LOG_TARGET_TIER1;
+        match self {
+            Tier1Event::CompressionStarted { key, attempt } => {
+                tracing::info!(target: T, key = %key, attempt, "tier1_compression_started");
+            }
+            Tier1Event::CompressionRetryScheduled {
+                key,
+                attempt,
+                delay_ms,
+                reason,
+            } => tracing::warn!(
+                target: T,
+                key = %key, attempt, delay_ms, reason = %reason,
+                "tier1_compression_retry_scheduled"
+            ),
+            Tier1Event::CompressionSucceeded {
+                key,
+                original_bytes,
+                compressed_bytes,
+                frame_count,
+                checksum,
+            } => tracing::info!(
+                target: T,
+                key = %key, original_bytes, compressed_bytes, frame_count, checksum,
+                "tier1_compression_succeeded"
+            ),
+            Tier1Event::CompressionFailed {
+                key,
+                reason,
+                attempts,
+            } => tracing::warn!(
+                target: T,
+                key = %key, reason = %reason, attempts,
+                "tier1_compression_failed"
+            ),
+            Tier1Event::HydrationStarted {
+                key,
+                source,
+                attempt,
+            } => tracing::info!(
+                target: T,
+                key = %key, source = source.as_str(), attempt,
+                "tier1_hydration_started"
+            ),
+            Tier1Event::HydrationRetryScheduled {
+                key,
+                source,
+                attempt,
+                delay_ms,
+                reason,
+            } => tracing::warn!(
+                target: T,
+                key = %key, source = source.as_str(), attempt, delay_ms, reason = %reason,
+                "tier1_hydration_retry_scheduled"
+            ),
+            Tier1Event::HydrationSucceeded {
+                key,
+                source,
+                bytes,
+                latency_ms,
+            } => tracing::info!(
+                target: T,
+                key = %key, source = source.as_str(), bytes, latency_ms,
+                "tier1_hydration_succeeded"
+            ),
+            Tier1Event::HydrationFailed {
+                key,
+                source,
+                reason,
+                attempts,
+            } => tracing::warn!(
+                target: T,
+                key = %key, source = source.as_str(), reason = %reason, attempts,
+                "tier1_hydration_failed"
+            ),
+            Tier1Event::ArtifactStored { key, bytes } => {
+                tracing::info!(target: T, key = %key, bytes, "tier1_artifact_stored");
+            }
+            Tier1Event::ArtifactMissing { key, bytes } => {
+                tracing::warn!(target: T, key = %key, bytes, "tier1_artifact_missing");
+            }
+            Tier1Event::ArtifactCorrupt { key, bytes, reason } => tracing::warn!(
+                target: T,
+                key = %key, bytes, reason = %reason,
+                "tier1_artifact_corrupt"
+            ),
+            Tier1Event::Evicted {
+                key,
+                bytes,
+                dir_synced,
+            } => tracing::info!(
+                target: T,
+                key = %key, bytes, dir_synced,
+                "tier1_artifact_evicted"
+            ),
+            Tier1Event::EvictionFailed {
+                key,
+                bytes,
+                attempt,
+                retry_in_ms,
+                reason,
+            } => tracing::warn!(
+                target: T,
+                key = %key, bytes, attempt, retry_in_ms = ?retry_in_ms, reason = %reason,
+                "tier1_eviction_failed"
+            ),
+        }
+    }
+
     /// The segment the event is about.
     #[must_use]
     pub fn key(&self) -> &SegmentKey {

@@ -493,6 +493,132 @@ impl Tier2Event {
         LOG_TARGET_TIER2
     }
 
+    /// Emits the event to `tracing` under [`LOG_TARGET_TIER2`] at its level (WARN for
+    /// a terminal failure, INFO otherwise), with the fields of the runbook's event
+    /// table (docs/operations.md). A fetch's body is logged as its length.
+    pub fn log(&self) {
+        const T: &str = LOG_TARGET_TIER2;
+        match self {
+            Tier2Event::UploadStarted {
+                object,
+                key,
+                attempt,
+            } => tracing::info!(
+                target: T,
+                object = object.kind_name(), key = %key, attempt,
+                "tier2_upload_started"
+            ),
+            Tier2Event::UploadSucceeded {
+                object,
+                key,
+                etag,
+                object_bytes,
+                attempts,
+                already_present,
+            } => tracing::info!(
+                target: T,
+                object = object.kind_name(), key = %key, etag = etag.as_deref().unwrap_or_default(), object_bytes, attempts,
+                already_present,
+                "tier2_upload_succeeded"
+            ),
+            Tier2Event::UploadRetryScheduled {
+                object,
+                key,
+                attempt,
+                delay_ms,
+                error,
+            } => tracing::info!(
+                target: T,
+                object = object.kind_name(), key = %key, attempt, delay_ms, error = %error,
+                "tier2_upload_retry"
+            ),
+            Tier2Event::UploadFailed {
+                object,
+                key,
+                reason,
+                attempts,
+            } => tracing::warn!(
+                target: T,
+                object = object.kind_name(), key = %key, reason = %reason, attempts,
+                "tier2_upload_failed"
+            ),
+            Tier2Event::DeleteQueued {
+                segment,
+                key,
+                reason,
+            } => tracing::info!(
+                target: T,
+                segment = %segment, key = %key, reason = ?reason,
+                "tier2_delete_queued"
+            ),
+            Tier2Event::Deleted {
+                segment,
+                key,
+                attempts,
+                already_absent,
+            } => tracing::info!(
+                target: T,
+                segment = %segment, key = %key, attempts, already_absent,
+                "tier2_delete_succeeded"
+            ),
+            Tier2Event::DeleteRetryScheduled {
+                segment,
+                key,
+                attempt,
+                delay_ms,
+                error,
+            } => tracing::info!(
+                target: T,
+                segment = %segment, key = %key, attempt, delay_ms, error = %error,
+                "tier2_delete_retry"
+            ),
+            Tier2Event::DeleteFailed {
+                segment,
+                key,
+                reason,
+                attempts,
+            } => tracing::warn!(
+                target: T,
+                segment = %segment, key = %key, reason = %reason, attempts,
+                "tier2_delete_failed"
+            ),
+            Tier2Event::FetchSucceeded {
+                fetch_id,
+                key,
+                range,
+                bytes,
+                object_size,
+                attempts,
+            } => tracing::info!(
+                target: T,
+                fetch_id = %fetch_id, key = %key, range = ?range, bytes = bytes.len(),
+                object_size, attempts,
+                "tier2_fetch_succeeded"
+            ),
+            Tier2Event::FetchRetryScheduled {
+                fetch_id,
+                key,
+                attempt,
+                delay_ms,
+                error,
+            } => tracing::info!(
+                target: T,
+                fetch_id = %fetch_id, key = %key, attempt, delay_ms, error = %error,
+                "tier2_fetch_retry"
+            ),
+            Tier2Event::FetchFailed {
+                fetch_id,
+                key,
+                reason,
+                attempts,
+            } => tracing::warn!(
+                target: T,
+                fetch_id = %fetch_id, key = %key, reason = %reason, attempts,
+                "tier2_fetch_failed"
+            ),
+        }
+    }
+
     /// Whether this is a terminal failure (log at WARN).
     #[must_use]
     pub fn is_failure(&self) -> bool {

@@ -9,6 +9,7 @@
 //! - [`tier2_store`]: `ObjectStorePort` on S3 / a local directory / memory;
 //! - [`runtime`]: clock, spawner and CPU pool on tokio, and `ports(...)`;
 //! - [`config`]: the configuration file ([`config::AofManagerConfig`]);
+//! - [`logging`]: the log events on standard error, filtered by `AOF2_LOG`;
 //! - [`manager`]: the embedding API ([`manager::AofManager`], [`manager::Stream`]).
 //!
 //! It re-exports the core so embedders can depend on one crate.
@@ -19,6 +20,7 @@ pub use aof2_core as core;
 
 pub mod config;
 pub mod disk;
+pub mod logging;
 pub mod manager;
 pub mod runtime;
 pub mod tier2_store;

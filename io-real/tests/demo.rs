@@ -5,6 +5,9 @@
 //!   summary table.
 //! - A reader that closes the pipe before the first line (`| head -0`) ends it quietly
 //!   with 0, never a panic.
+//! - With `AOF2_LOG=aof2=info` the machines' events reach standard error under their
+//!   targets; by default (warnings only) a clean run logs nothing; a bad `AOF2_LOG` is
+//!   refused with exit 1 and a message naming it.
 
 use std::process::{Command, Stdio};
 
@@ -13,7 +16,8 @@ fn demo(root: &std::path::Path) -> Command {
     command
         .args(["--records", "2000", "--stream", "demo", "--root"])
         .arg(root)
-        .env_remove("AOF2_CONFIG");
+        .env_remove("AOF2_CONFIG")
+        .env_remove("AOF2_LOG");
     command
 }
 
@@ -28,6 +32,10 @@ fn the_demo_verifies_its_records_and_survives_a_closed_pipe() {
         stdout.contains("| records appended and verified | 2000 (offsets 0..2000) |"),
         "{stdout}"
     );
+    assert!(
+        !stderr.contains(" WARN "),
+        "a clean run warns of nothing: {stderr}"
+    );
 
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
@@ -39,4 +47,35 @@ fn the_demo_verifies_its_records_and_survives_a_closed_pipe() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn aof2_log_sends_the_machines_events_to_standard_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = demo(dir.path())
+        .env("AOF2_LOG", "aof2=info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for line in [
+        "INFO aof2::stream: stream_segment_opened stream=demo segment_id=0",
+        "INFO aof2::tiered: tiered_admit_segment key=demo/00000000000000000000",
+        "INFO aof2::stream: stream_segment_sealed stream=demo segment_id=0",
+        "INFO aof2::tier1: tier1_compression_succeeded key=demo/00000000000000000000",
+        "INFO aof2::tier2: tier2_upload_succeeded object=\"segment\" key=segments/demo/00000000000000000000.zst",
+    ] {
+        assert!(stderr.contains(line), "no {line:?} in:\n{stderr}");
+    }
+
+    let output = demo(&dir.path().join("bad"))
+        .env("AOF2_LOG", "aof2=loud")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("aof2-demo: environment variable AOF2_LOG = \"aof2=loud\""),
+        "{stderr}"
+    );
 }

@@ -935,13 +935,17 @@ impl Store {
                 self.handle_tier0_action(action);
                 moved = true;
             }
-            // Tier 0 events are log lines; the driver has no logger here.
-            while self.tier0.poll_event().is_some() {}
+            // Tier 0 events are log lines only.
+            while let Some(event) = self.tier0.poll_event() {
+                event.log();
+            }
             while let Some(event) = self.tier1.poll_event() {
+                event.log();
                 self.handle_tier1_event(now_ms, event);
                 moved = true;
             }
             while let Some(event) = self.tier2.poll_event() {
+                event.log();
                 self.handle_tier2_event(now_ms, event);
                 moved = true;
             }
@@ -1001,6 +1005,7 @@ impl Store {
             moved = true;
         }
         for event in stream_events {
+            event.log(name);
             self.handle_stream_event(now_ms, name, event);
             self.retry_parked_appends(name);
             self.retry_parked_seals(name);

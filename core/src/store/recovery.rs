@@ -145,6 +145,43 @@ impl RecoveryEvent {
             }
         }
     }
+
+    /// Emits the event to `tracing` under [`LOG_TARGET_STORE`], with the stream's
+    /// name: `store_recovery_record_journaled` at INFO, the others at WARN.
+    pub fn log(&self, stream: &StreamName) {
+        const T: &str = LOG_TARGET_STORE;
+        match self {
+            RecoveryEvent::SnapshotSkipped { path, reason } => tracing::warn!(
+                target: T,
+                stream = %stream, path = %path, reason = %reason,
+                "store_snapshot_skipped"
+            ),
+            RecoveryEvent::SegmentRepaired {
+                path,
+                position,
+                reason,
+            } => tracing::warn!(
+                target: T,
+                stream = %stream, path = %path, position, reason = %reason,
+                "store_segment_repaired"
+            ),
+            RecoveryEvent::SegmentPresumedDeleted { key, segment_id } => tracing::warn!(
+                target: T,
+                stream = %stream, key = %key, segment_id = segment_id.0,
+                "store_restore_segment_presumed_deleted"
+            ),
+            RecoveryEvent::SegmentDeletionRequeued { key, segment_id } => tracing::warn!(
+                target: T,
+                stream = %stream, key = %key, segment_id = segment_id.0,
+                "store_restore_segment_deletion_requeued"
+            ),
+            RecoveryEvent::RecordJournaled { record, segment_id } => tracing::info!(
+                target: T,
+                stream = %stream, record = ?record, segment_id = segment_id.0,
+                "store_recovery_record_journaled"
+            ),
+        }
+    }
 }
 
 /// What reopening a stream found and did.
@@ -200,7 +237,9 @@ pub struct RecoverySummary {
 }
 
 impl RecoverySummary {
-    pub(super) fn push(&mut self, event: RecoveryEvent) {
+    /// Counts `event`, keeps it if there is room, and logs it.
+    pub(super) fn push(&mut self, stream: &StreamName, event: RecoveryEvent) {
+        event.log(stream);
         self.event_count += 1;
         if self.events.len() < STORE_RECOVERY_EVENTS_KEPT_MAX {
             self.events.push(event);
@@ -537,6 +576,7 @@ impl Store {
                 requests.push((Route::Stream(name.clone(), local), request));
             }
             while let Some(event) = stream.poll_event() {
+                event.log(name);
                 match event {
                     StreamEvent::Recovered(RecoveryReport {
                         truncated_bytes,
@@ -714,10 +754,13 @@ impl Store {
         let segment_id = record
             .segment_id()
             .expect("recovery journals segment records only");
-        summary.push(RecoveryEvent::RecordJournaled {
-            record: record.record_type(),
-            segment_id,
-        });
+        summary.push(
+            name,
+            RecoveryEvent::RecordJournaled {
+                record: record.record_type(),
+                segment_id,
+            },
+        );
         *last = Some(ordinal);
         Some(ordinal)
     }
@@ -1061,10 +1104,13 @@ fn skip_snapshot(
     reason: String,
 ) {
     recovering.summary.snapshots_skipped += 1;
-    recovering.summary.push(RecoveryEvent::SnapshotSkipped {
-        path: snapshot_path(stream, snapshot_id).to_string(),
-        reason,
-    });
+    recovering.summary.push(
+        stream,
+        RecoveryEvent::SnapshotSkipped {
+            path: snapshot_path(stream, snapshot_id).to_string(),
+            reason,
+        },
+    );
 }
 
 fn next_snapshot(now_ms: u64, stream: &StreamName, recovering: &mut Recovering) -> Next {
@@ -1235,11 +1281,14 @@ fn corrupt_segment(
         });
     }
     recovering.summary.segments_repaired += 1;
-    recovering.summary.push(RecoveryEvent::SegmentRepaired {
-        path: path.to_string(),
-        position,
-        reason,
-    });
+    recovering.summary.push(
+        stream,
+        RecoveryEvent::SegmentRepaired {
+            path: path.to_string(),
+            position,
+            reason,
+        },
+    );
     recovering.verified.insert(segment_id, Verified::Repaired);
     recovering.removals.push_back(path);
     Ok(())

@@ -541,11 +541,11 @@ fn advance(
                         "the object holds snapshot {} (its key says {snapshot_id})",
                         snapshot.snapshot_id()
                     );
-                    skip_snapshot(restoring, key, reason);
+                    skip_snapshot(stream, restoring, key, reason);
                     next_snapshot(stream, restoring)
                 }
                 Err(error) => {
-                    skip_snapshot(restoring, key, error.to_string());
+                    skip_snapshot(stream, restoring, key, error.to_string());
                     next_snapshot(stream, restoring)
                 }
             }
@@ -766,11 +766,12 @@ fn listing_limit(
     Ok(())
 }
 
-fn skip_snapshot(restoring: &mut Restoring, key: String, reason: String) {
+fn skip_snapshot(stream: &StreamName, restoring: &mut Restoring, key: String, reason: String) {
     restoring.summary.snapshots_skipped += 1;
-    restoring
-        .summary
-        .push(super::RecoveryEvent::SnapshotSkipped { path: key, reason });
+    restoring.summary.push(
+        stream,
+        super::RecoveryEvent::SnapshotSkipped { path: key, reason },
+    );
 }
 
 /// Tries the next snapshot object, newest first; with none left, replays every chunk.
@@ -784,7 +785,7 @@ fn next_snapshot(stream: &StreamName, restoring: &mut Restoring) -> Result<Next,
         if size > STORE_SNAPSHOT_FILE_BYTES_MAX {
             let reason =
                 format!("{size} bytes exceeds the limit of {STORE_SNAPSHOT_FILE_BYTES_MAX} bytes");
-            skip_snapshot(restoring, key, reason);
+            skip_snapshot(stream, restoring, key, reason);
             continue;
         }
         return Ok(Next::Issue(
@@ -1371,7 +1372,7 @@ fn make_plan(stream: &StreamName, restoring: &mut Restoring) -> Result<RestorePl
     summary.segments_presumed_deleted = restoring.presumed_deleted.len() as u64;
     summary.segment_deletions_requeued = restoring.deletion_requeued.len() as u64;
     for event in summary_events {
-        summary.push(event);
+        summary.push(stream, event);
     }
     summary.segments_restored = held.len() as u64;
     summary.segments_adopted = restoring.adopted.len() as u64;

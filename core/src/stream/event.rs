@@ -8,6 +8,7 @@
 use super::StreamFailure;
 use crate::SegmentId;
 use crate::io::{DiskErrorKind, LocalPath};
+use crate::names::StreamName;
 use crate::segment::SegmentFooter;
 use serde::Serialize;
 
@@ -104,6 +105,64 @@ impl StreamEvent {
             StreamEvent::SegmentOpened { .. } => "stream_segment_opened",
             StreamEvent::Recovered(_) => "stream_recovered",
             StreamEvent::Poisoned(_) => "stream_poisoned",
+        }
+    }
+
+    /// Emits the event to `tracing` under [`LOG_TARGET_STREAM`], with the stream's
+    /// name: `stream_durable` at DEBUG (one per flush), `stream_flush_failed` at WARN,
+    /// `stream_poisoned` at ERROR, the rest at INFO.
+    pub fn log(&self, stream: &StreamName) {
+        const T: &str = LOG_TARGET_STREAM;
+        match self {
+            StreamEvent::Durable { next_offset } => {
+                tracing::debug!(target: T, stream = %stream, next_offset, "stream_durable");
+            }
+            StreamEvent::FlushFailed {
+                path,
+                kind,
+                consecutive_failures,
+                retrying,
+            } => tracing::warn!(
+                target: T,
+                stream = %stream, path = %path, kind = ?kind, consecutive_failures, retrying,
+                "stream_flush_failed"
+            ),
+            StreamEvent::Sealed(info) => tracing::info!(
+                target: T,
+                stream = %stream,
+                segment_id = info.segment_id.0,
+                base_offset = info.base_offset,
+                record_count = info.footer.record_count,
+                durable_bytes = info.footer.durable_bytes,
+                recovered = info.recovered,
+                "stream_segment_sealed"
+            ),
+            StreamEvent::SegmentOpened {
+                segment_id,
+                base_offset,
+                opened_at_ms,
+            } => tracing::info!(
+                target: T,
+                stream = %stream, segment_id = segment_id.0, base_offset, opened_at_ms,
+                "stream_segment_opened"
+            ),
+            StreamEvent::Recovered(report) => tracing::info!(
+                target: T,
+                stream = %stream,
+                segment_id = report.segment_id.0,
+                next_offset = report.next_offset,
+                truncated_bytes = report.truncated_bytes,
+                removed_temp_files = report.removed_temp_files,
+                newest_was_sealed = report.newest_was_sealed,
+                pointer_republished = report.pointer_republished,
+                acknowledged_hint = ?report.acknowledged_hint,
+                "stream_recovered"
+            ),
+            StreamEvent::Poisoned(failure) => tracing::error!(
+                target: T,
+                stream = %stream, reason = %failure,
+                "stream_poisoned"
+            ),
         }
     }
 }

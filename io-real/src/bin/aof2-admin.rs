@@ -361,6 +361,10 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(error) = aof2_io_real::logging::install_stderr_logging(process_env) {
+        eprintln!("aof2-admin: {error}");
+        return ExitCode::FAILURE;
+    }
     match run(&args) {
         Ok(code) => code,
         Err(Failure::BrokenPipe) => ExitCode::SUCCESS,

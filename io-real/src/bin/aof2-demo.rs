@@ -271,6 +271,10 @@ fn run(args: &Args) -> Result<(), Failure> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(error) = aof2_io_real::logging::install_stderr_logging(process_env) {
+        eprintln!("aof2-demo: {error}");
+        return ExitCode::FAILURE;
+    }
     match run(&args) {
         // A reader that closed the pipe early (`| head`) ends the output quietly.
         Ok(()) | Err(Failure::BrokenPipe) => ExitCode::SUCCESS,
