@@ -5,6 +5,7 @@
 //! events"); an application embedding AOF2 installs its own subscriber instead, or
 //! this one.
 
+use std::io::IsTerminal;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -38,7 +39,8 @@ pub fn log_filter(value: Option<&str>) -> Result<Targets, String> {
     })
 }
 
-/// Installs the process-wide subscriber: one line per event on standard error, filtered
+/// Installs the process-wide subscriber: one line per event on standard error (coloured
+/// only when it is a terminal), filtered
 /// by `AOF2_LOG` as `env` reads it (pass [`crate::config::process_env`]).
 ///
 /// # Errors
@@ -49,6 +51,7 @@ pub fn install_stderr_logging(env: impl Fn(&str) -> Option<String>) -> Result<()
         .with(
             fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
                 .with_filter(filter),
         )
         .try_init()
