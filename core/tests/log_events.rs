@@ -8,9 +8,10 @@
 //!   docs/operations.md, with the target, the level and exactly the fields given
 //!   there (the tables are parsed, so the guide cannot drift from the code).
 //! - The runbook's events appear: `tiered_admit_segment`, `tier0_eviction_scheduled`,
-//!   `tier0_segment_dropped`, the Tier 1 compression and hydration events (a retry and
-//!   a missing warm file included), the Tier 2 upload and retry events, and the
-//!   stream's seal, durability and recovery.
+//!   `tier0_segment_dropped`, the Tier 1 compression and hydration events (a missing
+//!   warm file included), the Tier 2 upload and fetch events with their retries (a
+//!   hydration's get is a Tier 2 fetch), and the stream's seal, durability and
+//!   recovery.
 //!
 //! One test in this binary: it installs the process-wide subscriber.
 
@@ -421,13 +422,14 @@ fn machine_events_reach_tracing_as_the_guide_documents_them() {
         "tier1_compression_started",
         "tier1_compression_succeeded",
         "tier1_hydration_started",
-        "tier1_hydration_retry_scheduled",
         "tier1_hydration_succeeded",
         "tier1_artifact_missing",
         "tier1_artifact_stored",
         "tier2_upload_started",
         "tier2_upload_retry",
         "tier2_upload_succeeded",
+        "tier2_fetch_retry",
+        "tier2_fetch_succeeded",
         "stream_segment_opened",
         "stream_segment_sealed",
         "stream_durable",

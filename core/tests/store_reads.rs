@@ -14,11 +14,16 @@
 //!   get dense, distinct offsets in their own order.
 //! - `Seal` is answered with the sealed segment once committed (also when a rollover
 //!   in flight already sealed it), `None` when empty.
+//! - A hydration from Tier 2 is a Tier 2 fetch: counted in `fetches`, and a missing
+//!   object in `download_failures`, failing the waiting read with `ColdRead`.
 
+use aof2_core::SegmentId;
 use aof2_core::backpressure::BackpressureKind;
-use aof2_core::driver::{CommandSender, DriverLimits, Machine, command_channel, run};
+use aof2_core::driver::{
+    CommandSender, DiskPort, DriverLimits, Machine, ObjectStorePort, command_channel, run,
+};
 use aof2_core::memory_ports::MemoryPorts;
-use aof2_core::names::StreamName;
+use aof2_core::names::{StreamName, artifact_path, segment_object_key};
 use aof2_core::store::{ReadMode, Store, StoreCommand, StoreConfig, StoreError, StoreReply};
 use aof2_core::tier2::RetentionPolicy;
 use bytes::Bytes;
@@ -438,4 +443,61 @@ fn full_chain_from_append_to_retention_delete() {
     );
     assert!(store.read_metrics().cold_misses >= 1);
     assert!(start <= records);
+}
+
+#[test]
+fn a_hydration_from_tier2_is_a_counted_tier2_fetch() {
+    for object_lost in [false, true] {
+        let memory = MemoryPorts::new(10_000, 4);
+        memory.clock.freeze();
+        let mut config = StoreConfig::default();
+        config.stream.segment_target_bytes = 64 * 1024;
+        config.tier0.cluster_max_bytes = 1024 * 1024;
+        let store = Store::new(config, 10_000).unwrap();
+        let (sender, receiver) = command_channel::<Store>();
+        let driver = run(store, memory.ports.clone(), receiver, limits());
+        let disk = memory.disk.clone();
+        let objects = memory.object_store.clone();
+        let calls = async move {
+            open(&sender, "cold").await;
+            for offset in 0..500 {
+                append(&sender, "cold", offset).await;
+            }
+            let mut polls = 0;
+            while disk.file(&segment_file("cold", 0)).is_some() {
+                polls += 1;
+                assert!(polls < 100_000, "segment 0 was never evicted");
+                let _ = read(&sender, "cold", 499, ReadMode::default()).await;
+            }
+            // Only Tier 2 holds segment 0 now (or nothing, once its object is lost).
+            let artifact = artifact_path(&name("cold"), SegmentId(0));
+            if disk.file(artifact.as_str()).is_some() {
+                disk.remove(&artifact).await.unwrap();
+            }
+            if object_lost {
+                let key = segment_object_key(&name("cold"), SegmentId(0));
+                objects.delete(&key).await.unwrap();
+            }
+            let reply = read(&sender, "cold", 3, WAIT).await;
+            assert_eq!(
+                sender.call(StoreCommand::Close).await.unwrap(),
+                StoreReply::Closed
+            );
+            reply
+        };
+        let (store, reply) = block_on(join(driver, calls));
+        store.check_invariants();
+        let tier2 = store.metrics().tier2;
+        if object_lost {
+            assert!(
+                matches!(reply, StoreReply::Error(StoreError::ColdRead { .. })),
+                "{reply:?}"
+            );
+            assert!(tier2.download_failures >= 1, "{tier2:?}");
+        } else {
+            assert_record(&reply, 3);
+            assert!(tier2.fetches >= 1, "{tier2:?}");
+            assert_eq!(tier2.download_failures, 0, "{tier2:?}");
+        }
+    }
 }

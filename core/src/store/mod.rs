@@ -19,6 +19,13 @@
 //! component's events, which may feed other components (for example a stream's
 //! `SegmentOpened` becomes a manifest record and a commit), until nothing moves.
 //!
+//! A Tier 1 hydration's get of a segment object is not routed to the store directly: it
+//! becomes a Tier 2 fetch ([`Tier2Transfers::enqueue_fetch`]), so it is retried under
+//! `tier2.retry`, logged as `tier2_fetch_*` and counted in the Tier 2 metrics
+//! (`fetches`, `download_failures`) as the runbook expects; its terminal event is handed
+//! back to Tier 1 as the get's completion. (Tier 1 retries the hydration on top under
+//! its own policy.) If the fetch queue is full the get goes to the store directly.
+//!
 //! # Stream lifecycle
 //!
 //! `OpenStream` lists the manifest directory.
@@ -107,7 +114,10 @@ use crate::SegmentId;
 use crate::backpressure::BackpressureKind;
 use crate::codec::crc32;
 use crate::driver::{CommandToken, Machine};
-use crate::io::{DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, IoRequest};
+use crate::io::{
+    DiskCompletion, DiskErrorKind, DiskRequest, IoCompletion, IoId, IoRequest, ObjectCompletion,
+    ObjectErrorKind, ObjectRequest,
+};
 use crate::limits::{SEGMENT_HEADER_BYTES, STORE_ARTIFACT_READ_ATTEMPTS_MAX, STORE_STREAMS_MAX};
 use crate::manifest::chunk::parse_chunk_file_name;
 use crate::manifest::index::ManifestIndex;
@@ -125,7 +135,7 @@ use crate::segment::StoredRecord;
 use crate::stream::{AppendError, StreamConfig, StreamEvent, StreamMachine};
 use crate::tier0::{AdmitKind, Tier0Action, Tier0Cache, Tier0CacheConfig};
 use crate::tier1::{Tier1Cache, Tier1Config, Tier1Event};
-use crate::tier2::{Tier2Config, Tier2Event, Tier2Transfers};
+use crate::tier2::{FailureReason, FetchId, Tier2Config, Tier2Event, Tier2Transfers};
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
@@ -495,6 +505,9 @@ pub struct Store {
     next_global_id: u64,
     routes: BTreeMap<IoId, Route>,
     outbox: VecDeque<(IoId, IoRequest)>,
+    /// Tier 1's object gets carried out as Tier 2 fetches: fetch id -> Tier 1's id.
+    tier1_fetches: BTreeMap<FetchId, IoId>,
+    next_fetch_id: u64,
     replies: VecDeque<(CommandToken, StoreReply)>,
     close_tokens: Vec<CommandToken>,
     closing: bool,
@@ -516,6 +529,8 @@ impl Store {
             next_global_id: 0,
             routes: BTreeMap::new(),
             outbox: VecDeque::new(),
+            tier1_fetches: BTreeMap::new(),
+            next_fetch_id: 0,
             replies: VecDeque::new(),
             close_tokens: Vec::new(),
             closing: false,
@@ -587,6 +602,37 @@ impl Store {
         let previous = self.routes.insert(id, route);
         assert!(previous.is_none(), "global ids are unique");
         self.outbox.push_back((id, request));
+    }
+
+    /// Routes one Tier 1 request: an object get becomes a Tier 2 fetch (see the module
+    /// doc), anything else goes to the driver.
+    fn route_tier1(&mut self, now_ms: u64, local: IoId, request: IoRequest) {
+        let IoRequest::Object(ObjectRequest::Get { key }) = request else {
+            return self.route(Route::Tier1(local), request);
+        };
+        let fetch_id = FetchId(self.next_fetch_id);
+        let enqueued = ObjectKey::parse(&key).ok().is_some_and(|object| {
+            self.tier2
+                .enqueue_fetch(now_ms, fetch_id, &object, None)
+                .is_ok()
+        });
+        if enqueued {
+            self.next_fetch_id += 1;
+            self.tier1_fetches.insert(fetch_id, local);
+        } else {
+            let request = IoRequest::Object(ObjectRequest::Get { key });
+            self.route(Route::Tier1(local), request);
+        }
+    }
+
+    /// Hands the end of a Tier 1 fetch back to Tier 1 as its get's completion.
+    fn tier1_fetch_ended(&mut self, now_ms: u64, fetch_id: FetchId, completion: ObjectCompletion) {
+        let local = self
+            .tier1_fetches
+            .remove(&fetch_id)
+            .expect("every Tier 2 fetch is one of Tier 1's gets");
+        self.tier1
+            .handle_completion(now_ms, local, IoCompletion::Object(completion));
     }
 
     fn reply(&mut self, token: CommandToken, reply: StoreReply) {
@@ -950,7 +996,7 @@ impl Store {
                 moved = true;
             }
             while let Some((local, request)) = self.tier1.poll_request() {
-                self.route(Route::Tier1(local), request);
+                self.route_tier1(now_ms, local, request);
                 moved = true;
             }
             while let Some((local, request)) = self.tier2.poll_request() {
@@ -1479,6 +1525,27 @@ impl Store {
             Tier2Event::Deleted { .. } | Tier2Event::DeleteFailed { .. } => {
                 self.delete_ended(now_ms, &event);
             }
+            Tier2Event::FetchSucceeded {
+                fetch_id,
+                bytes,
+                object_size,
+                ..
+            } => {
+                let completion = ObjectCompletion::Got { bytes, object_size };
+                self.tier1_fetch_ended(now_ms, fetch_id, completion);
+            }
+            Tier2Event::FetchFailed {
+                fetch_id, reason, ..
+            } => {
+                let kind = match reason {
+                    FailureReason::Store(kind) => kind,
+                    // A body that kept disagreeing with its size after the retries.
+                    FailureReason::BadResponse { .. } | FailureReason::SizeMismatch { .. } => {
+                        ObjectErrorKind::Transient
+                    }
+                };
+                self.tier1_fetch_ended(now_ms, fetch_id, ObjectCompletion::Failed(kind));
+            }
             _ => {}
         }
     }
@@ -1676,6 +1743,12 @@ impl Machine for Store {
     }
 
     fn check_invariants(&self) {
+        for fetch_id in self.tier1_fetches.keys() {
+            assert!(
+                fetch_id.0 < self.next_fetch_id,
+                "fetch {fetch_id} was never issued"
+            );
+        }
         for id in self.routes.keys() {
             assert!(
                 id.0 < self.next_global_id,
