@@ -9,12 +9,17 @@
 //! - Snapshots land locally and in Tier 2 (the same bytes) and decode to the index the
 //!   store holds; a failed snapshot write journals no marker.
 //! - Every sealed manifest chunk is in Tier 2; old local chunk files are pruned.
+//! - `DeleteSegments` deletes a prefix from every tier with reason `Operator`, all or
+//!   none: it refuses (deleting nothing) while a segment below the bound lacks its
+//!   Tier 2 object, and refuses the active segment.
 
+use aof2_core::SegmentId;
 use aof2_core::driver::{
     CommandSender, DiskPort, DriverLimits, Machine, ObjectStorePort, command_channel, run,
 };
 use aof2_core::io::{DiskErrorKind, LocalPath, ObjectErrorKind, ObjectMeta, PutMode};
 use aof2_core::manifest::chunk::decode_chunk;
+use aof2_core::manifest::record::{DecodedFrame, ManifestRecord, ReasonCode};
 use aof2_core::manifest::snapshot::Snapshot;
 use aof2_core::memory_ports::{MemoryDisk, MemoryObjectStore, MemoryPorts};
 use aof2_core::names::StreamName;
@@ -38,10 +43,11 @@ fn name(text: &str) -> StreamName {
     StreamName::new(text).unwrap()
 }
 
-/// Fails the next `failures` deletes.
+/// Fails the next `delete_failures` deletes, and every put of `refused_put`.
 struct FlakyObjects {
     inner: Arc<MemoryObjectStore>,
     delete_failures: AtomicU32,
+    refused_put: Option<String>,
 }
 
 #[async_trait]
@@ -52,6 +58,9 @@ impl ObjectStorePort for FlakyObjects {
         bytes: Bytes,
         mode: PutMode,
     ) -> Result<Option<String>, ObjectErrorKind> {
+        if self.refused_put.as_deref() == Some(key) {
+            return Err(ObjectErrorKind::Permanent);
+        }
         self.inner.put(key, bytes, mode).await
     }
     async fn get(&self, key: &str) -> Result<Bytes, ObjectErrorKind> {
@@ -149,6 +158,7 @@ fn flaky_ports(delete_failures: u32, snapshot_sync_failures: u32) -> MemoryPorts
     memory.ports.object_store = Arc::new(FlakyObjects {
         inner: memory.object_store.clone(),
         delete_failures: AtomicU32::new(delete_failures),
+        refused_put: None,
     });
     memory.ports.disk = Arc::new(FlakyDisk {
         inner: memory.disk.clone(),
@@ -800,4 +810,144 @@ fn a_deletion_queued_before_a_restart_is_finished_after_it() {
         assert!(!paths.contains(&file), "{file} is gone");
         assert!(!paths.contains(&artifact), "{artifact} is gone");
     }
+}
+
+#[test]
+fn an_operator_deletes_a_prefix_all_or_none() {
+    let mut memory = MemoryPorts::new(10_000, 4);
+    memory.clock.freeze();
+    let refused = "segments/ops/00000000000000000002.zst";
+    memory.ports.object_store = Arc::new(FlakyObjects {
+        inner: memory.object_store.clone(),
+        delete_failures: AtomicU32::new(0),
+        refused_put: Some(refused.to_owned()),
+    });
+    let mut config = size_retention_config();
+    config.tier2.retention = RetentionPolicy::KEEP_ALL;
+    let store = Store::new(config, 10_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let objects = memory.object_store.clone();
+    let delete = |before: u64| StoreCommand::DeleteSegments {
+        stream: name("ops"),
+        before: SegmentId(before),
+    };
+    let calls = async move {
+        open(&sender, "ops").await;
+        for i in 0..100u64 {
+            assert_eq!(append(&sender, "ops", big(i)).await, i);
+        }
+        // Segment 2's upload fails for good; the others are uploaded.
+        metrics_until(&sender, |metrics| {
+            metrics.tier2.upload_failures > 0
+                && metrics.tier2.uploads >= 4
+                && pipeline_idle(metrics)
+        })
+        .await;
+        let refused_reply = sender.call(delete(4)).await.unwrap();
+        let active_reply = sender.call(delete(1_000)).await.unwrap();
+        let deleting = sender.call(delete(2)).await.unwrap();
+        let settled = metrics_until(&sender, |metrics| {
+            metrics.streams["ops"].retention.deletes_pending == 0 && pipeline_idle(metrics)
+        })
+        .await;
+        let again = sender.call(delete(2)).await.unwrap();
+        let below = sender
+            .call(StoreCommand::Read {
+                stream: name("ops"),
+                offset: 0,
+                mode: aof2_core::store::ReadMode::default(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            sender.call(StoreCommand::Close).await.unwrap(),
+            StoreReply::Closed
+        );
+        (refused_reply, active_reply, deleting, settled, again, below)
+    };
+    let (store, (refused_reply, active_reply, deleting, settled, again, below)) =
+        block_on(join(driver, calls));
+    store.check_invariants();
+    match refused_reply {
+        StoreReply::Error(StoreError::SegmentNotDeletable {
+            segment_id, reason, ..
+        }) => {
+            assert_eq!(segment_id, SegmentId(2));
+            assert!(reason.contains("Tier 2 does not hold it"), "{reason}");
+        }
+        other => panic!("a segment without its object refuses the delete: {other:?}"),
+    }
+    assert!(
+        matches!(
+            &active_reply,
+            StoreReply::Error(StoreError::SegmentNotDeletable { reason, .. })
+                if reason.contains("active segment")
+        ),
+        "{active_reply:?}"
+    );
+    let StoreReply::SegmentsDeleting {
+        segments,
+        start_offset,
+    } = deleting
+    else {
+        panic!("deleting below 2: {deleting:?}")
+    };
+    assert_eq!(segments, 2);
+    assert!(start_offset > 0);
+    assert_eq!(store.start_offset(&name("ops")), Some(start_offset));
+    let stream = &settled.streams["ops"];
+    assert_eq!(stream.retention.segments_deleted, 2);
+    assert_eq!(
+        again,
+        StoreReply::SegmentsDeleting {
+            segments: 0,
+            start_offset
+        }
+    );
+    assert!(
+        matches!(below, StoreReply::Error(_)),
+        "offset 0 is below the start: {below:?}"
+    );
+    // Segments 0 and 1 are gone from every tier; the refused delete took nothing.
+    let keys = objects.keys();
+    let remaining = segment_ids(&keys, "segments/ops/", ".zst");
+    assert!(
+        !remaining.contains(&0) && !remaining.contains(&1),
+        "{remaining:?}"
+    );
+    assert!(remaining.contains(&3), "{remaining:?}");
+    let paths = memory.disk.paths();
+    for id in [0u64, 1] {
+        assert!(!paths.contains(&format!("streams/ops/segments/{id:020}.seg")));
+        assert!(!paths.contains(&format!("streams/ops/tier1/{id:020}.zst")));
+    }
+    assert!(paths.contains(&format!("streams/ops/segments/{:020}.seg", 2)));
+    // The manifest says who deleted them.
+    let mut reasons = Vec::new();
+    for path in paths
+        .iter()
+        .filter(|path| path.starts_with("streams/ops/manifest/"))
+    {
+        let index: u64 = path
+            .rsplit('/')
+            .next()
+            .and_then(|file| file.strip_suffix(".mlog"))
+            .and_then(|stem| stem.parse().ok())
+            .unwrap();
+        let bytes = memory.disk.file(path).unwrap();
+        for frame in decode_chunk(index, &bytes).frames {
+            if let DecodedFrame::Known(frame) = frame.frame
+                && let ManifestRecord::Tier2DeleteQueued {
+                    segment_id, reason, ..
+                } = frame.record
+            {
+                reasons.push((segment_id.0, reason));
+            }
+        }
+    }
+    assert_eq!(
+        reasons,
+        vec![(0, ReasonCode::Operator), (1, ReasonCode::Operator)]
+    );
 }

@@ -498,6 +498,38 @@ impl Stream {
             other => unreachable!("Seal is answered Sealed, not {other:?}"),
         }
     }
+
+    /// Deletes every segment below `before` from every tier (reason `Operator`), the
+    /// way retention would: all of them must be sealed and in Tier 2 and not being
+    /// read, or nothing is deleted and the error says which one and why. Returns once
+    /// the deletion is durable in the manifest: how many segments it queued and the new
+    /// start offset. The copies go after that; `retention.deletes_pending` in
+    /// [`AofManager::metrics`] counts the ones left, and a reopen finishes them.
+    pub fn delete_segments(&self, before: SegmentId) -> Result<SegmentsDeleting, AofError> {
+        let command = StoreCommand::DeleteSegments {
+            stream: self.name.clone(),
+            before,
+        };
+        match self.shared.call_blocking(command)? {
+            StoreReply::SegmentsDeleting {
+                segments,
+                start_offset,
+            } => Ok(SegmentsDeleting {
+                segments,
+                start_offset,
+            }),
+            other => unreachable!("DeleteSegments is answered SegmentsDeleting, not {other:?}"),
+        }
+    }
+}
+
+/// What [`Stream::delete_segments`] queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentsDeleting {
+    /// Segments newly queued for deletion (0 if none was left below the bound).
+    pub segments: u64,
+    /// Reads below this offset are out of range from now on.
+    pub start_offset: u64,
 }
 
 /// A snapshot taken by [`Stream::snapshot`]: it covers every manifest record below

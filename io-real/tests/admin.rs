@@ -7,6 +7,9 @@
 //!   is flipped; `seal` and `flush` work on a root no manager holds.
 //! - A reader that closes the pipe early (`| head`) ends the output quietly with 0,
 //!   never a panic.
+//! - `segments delete --before N` deletes segments `0..N` from every tier (segment
+//!   file, Tier 1 artifact, Tier 2 object) and nothing else; it refuses the active
+//!   segment and a stream the root does not hold, with exit 1, and creates nothing.
 
 use aof2_io_real::config::AofManagerConfig;
 use aof2_io_real::manager::AofManager;
@@ -26,14 +29,14 @@ fn admin(root: &Path, args: &[&str]) -> (i32, String) {
     (output.status.code().unwrap_or(-1), text)
 }
 
-#[test]
-fn dump_list_check_seal_flush() {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes 400 records of 800 bytes to stream `audit` under `root` in 64 KiB segments,
+/// and waits (bounded) until every sealed segment is compressed and uploaded.
+fn write_audit_stream(root: &Path) {
     let mut config = AofManagerConfig::from_toml(
         "[stream]\nsegment_target_bytes = \"64KiB\"\n[manifest]\nrotation_period = \"1ms\"",
     )
     .unwrap();
-    config.root = dir.path().to_owned();
+    config.root = root.to_owned();
     let manager = AofManager::open(config).unwrap();
     let stream = manager.stream("audit").unwrap();
     for i in 0..400u32 {
@@ -47,7 +50,23 @@ fn dump_list_check_seal_flush() {
         assert_eq!(offset, u64::from(i));
     }
     stream.flush().unwrap();
+    for _ in 0..6000 {
+        let metrics = manager.metrics().unwrap();
+        let idle = metrics.tier1.compression_queue_depth == 0
+            && metrics.tier1.compressions_in_flight == 0
+            && metrics.tier2.upload_queue_depth == 0;
+        if idle && metrics.tier2.uploads >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     manager.close().unwrap();
+}
+
+#[test]
+fn dump_list_check_seal_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    write_audit_stream(dir.path());
 
     let (code, out) = admin(dir.path(), &["dump"]);
     assert_eq!(code, 0, "{out}");
@@ -104,4 +123,62 @@ fn dump_list_check_seal_flush() {
 
     let (code, out) = admin(dir.path(), &["segments", "list", "--stream", "no-such"]);
     assert_eq!(code, 1, "{out}");
+}
+
+#[test]
+fn segments_delete_removes_a_prefix_from_every_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    write_audit_stream(dir.path());
+    let root = dir.path();
+    let segment = |id: u64| root.join(format!("streams/audit/segments/{id:020}.seg"));
+    let artifact = |id: u64| root.join(format!("streams/audit/tier1/{id:020}.zst"));
+    let object = |id: u64| root.join(format!("tier2/segments/audit/{id:020}.zst"));
+    assert!(object(0).exists() && object(1).exists() && object(2).exists());
+
+    let (code, out) = admin(
+        root,
+        &["segments", "delete", "--stream", "audit", "--before", "2"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("queued 2 segments below segment 2"), "{out}");
+    assert!(out.contains("deleted from every tier"), "{out}");
+    for id in [0, 1] {
+        assert!(!segment(id).exists(), "segment file {id} is gone");
+        assert!(!artifact(id).exists(), "artifact {id} is gone");
+        assert!(!object(id).exists(), "object {id} is gone");
+    }
+    assert!(object(2).exists(), "segment 2 stays");
+    let (code, out) = admin(root, &["segments", "list", "--stream", "audit"]);
+    assert_eq!(code, 0, "{out}");
+    let first = out.lines().nth(1).unwrap_or_default();
+    assert!(first.trim_start().starts_with("2 "), "{out}");
+
+    // Again: nothing left below 2.
+    let (code, out) = admin(
+        root,
+        &["segments", "delete", "--stream", "audit", "--before", "2"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("queued 0 segments"), "{out}");
+
+    let (code, out) = admin(
+        root,
+        &[
+            "segments", "delete", "--stream", "audit", "--before", "100000",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("it is the active segment"), "{out}");
+    assert!(object(2).exists(), "a refused delete deletes nothing");
+
+    let (code, out) = admin(
+        root,
+        &["segments", "delete", "--stream", "other", "--before", "1"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no stream \"other\""), "{out}");
+    assert!(
+        !root.join("streams/other").exists(),
+        "no stream was created"
+    );
 }

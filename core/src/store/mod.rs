@@ -256,6 +256,16 @@ pub enum StoreCommand {
     /// snapshot file is durable locally, uploaded to Tier 2 and its `SnapshotMarker`
     /// is committed.
     Snapshot { stream: StreamName },
+    /// Deletes every segment of the stream below `before` from every tier, as
+    /// retention does but now and with reason `Operator` (`aof2-admin segments
+    /// delete`). All of them must be sealed and uploaded, and none read or hydrated
+    /// right now, or nothing is deleted and the error names the first that is not.
+    /// Replied `SegmentsDeleting` once their `Tier2DeleteQueued` records are
+    /// committed; the copies are deleted after that (`retention.deletes_pending`).
+    DeleteSegments {
+        stream: StreamName,
+        before: SegmentId,
+    },
 }
 
 /// The store's answer to one command.
@@ -287,6 +297,12 @@ pub enum StoreReply {
         chunk_offset: u64,
         record_ordinal: u64,
     },
+    /// `segments` more segments are queued for deletion, durably; reads below
+    /// `start_offset` are out of range from now on.
+    SegmentsDeleting {
+        segments: u64,
+        start_offset: u64,
+    },
     /// Normal backpressure: retry later.
     WouldBlock(BackpressureKind),
     Error(StoreError),
@@ -306,6 +322,13 @@ pub enum StoreError {
     AlreadyOpen(String),
     #[error("stream {0:?} is still opening")]
     Opening(String),
+    /// `DeleteSegments` found a segment below its bound that may not go now.
+    #[error("stream {stream:?}: segment {} cannot be deleted: {reason}", segment_id.0)]
+    SegmentNotDeletable {
+        stream: String,
+        segment_id: SegmentId,
+        reason: String,
+    },
     /// A sealed local segment fails verification and no other tier holds it.
     #[error(
         "stream {stream:?}: sealed segment file {path} is corrupt at byte {position}: {reason}"
@@ -441,6 +464,11 @@ enum AfterCommit {
     RetentionQueued { segment_id: SegmentId },
     /// `SnapshotMarker` is durable: the snapshot is complete.
     SnapshotMarked { snapshot_id: u64 },
+    /// The record is durable: answer the command that journaled it.
+    Answer {
+        token: CommandToken,
+        reply: StoreReply,
+    },
 }
 
 // `Ready` is the common, long-lived state; boxing it would only add an indirection.
@@ -961,6 +989,12 @@ impl Store {
         tokens.extend(entry.durable_waiters.drain(..).map(|(token, _)| token));
         tokens.extend(entry.flush_waiters.drain(..).map(|(token, _)| token));
         tokens.extend(entry.snapshots.take_waiters());
+        // Commands waiting for a commit that will never come.
+        for (_, work) in std::mem::take(&mut entry.after_commit) {
+            if let AfterCommit::Answer { token, .. } = work {
+                tokens.push(token);
+            }
+        }
         entry.phase = Phase::Failed(error.clone());
         for token in tokens {
             self.reply(token, StoreReply::Error(error.clone()));
@@ -1240,7 +1274,7 @@ impl Store {
                 entry
                     .after_commit
                     .back()
-                    .is_none_or(|(last, _)| *last < ordinal),
+                    .is_none_or(|(last, _)| *last <= ordinal),
                 "after-commit work is queued in ordinal order"
             );
             entry.after_commit.push_back((ordinal, work));
@@ -1282,6 +1316,7 @@ impl Store {
             AfterCommit::SnapshotMarked { snapshot_id } => {
                 self.snapshot_marked(now_ms, name, snapshot_id);
             }
+            AfterCommit::Answer { token, reply } => self.reply(token, reply),
         }
     }
 
@@ -1631,6 +1666,9 @@ impl Machine for Store {
                 self.reply(token, StoreReply::Metrics(metrics));
             }
             StoreCommand::Snapshot { stream } => self.request_snapshot(token, &stream),
+            StoreCommand::DeleteSegments { stream, before } => {
+                self.delete_segments(now_ms, token, &stream, before);
+            }
         }
         self.pump(now_ms);
     }

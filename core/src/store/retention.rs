@@ -41,8 +41,9 @@
 //!   its Tier 2 delete is requested only once neither Tier 0 nor Tier 1 holds it.
 //! - A segment whose `UploadDone` is not committed is never chosen.
 
-use super::{AfterCommit, Phase, StreamEntry};
+use super::{AfterCommit, Phase, StoreError, StoreReply, StreamEntry};
 use crate::SegmentId;
+use crate::driver::CommandToken;
 use crate::limits::{STORE_UPKEEP_INTERVAL_MS, STORE_UPKEEP_ROUNDS_MAX};
 use crate::manifest::index::{Lifecycle, ManifestIndex};
 use crate::manifest::record::{ManifestRecord, ReasonCode};
@@ -241,8 +242,25 @@ impl Store {
         if count == 0 {
             return;
         }
-        let new_start_offset = list[count].base_offset;
-        for (position, segment) in list[..count].iter().enumerate() {
+        self.queue_deletions(now_ms, name, &list[..=count], |position| {
+            decision.reason(position)
+        });
+    }
+
+    /// Journals `Tier2DeleteQueued` for every segment of `list` but the last (oldest
+    /// first, each with its `reason`), starts deleting each once its record is
+    /// committed, and moves the start offset to the last one's base. Returns the
+    /// ordinal of the last record journaled, `None` if the stream failed.
+    fn queue_deletions(
+        &mut self,
+        now_ms: u64,
+        name: &StreamName,
+        list: &[RetainedSegment],
+        reason: impl Fn(usize) -> ReasonCode,
+    ) -> Option<u64> {
+        let (first_kept, going) = list.split_last().expect("the first segment kept is listed");
+        let mut last_ordinal = None;
+        for (position, segment) in going.iter().enumerate() {
             let key = self
                 .streams
                 .get(name)
@@ -253,16 +271,15 @@ impl Store {
                 .and_then(|entry| entry.tier2_object.as_ref())
                 .map(|object| object.key.clone())
                 .expect("a chosen segment has its Tier 2 object");
-            let reason = decision.reason(position);
+            let reason = reason(position);
             let record = ManifestRecord::Tier2DeleteQueued {
                 segment_id: segment.segment_id,
                 key,
                 reason,
             };
-            let Some(ordinal) = self.journal(now_ms, name, &record) else {
-                // The stream failed: nothing more to do.
-                return;
-            };
+            // None: the stream failed, nothing more to do.
+            let ordinal = self.journal(now_ms, name, &record)?;
+            last_ordinal = Some(ordinal);
             let entry = self.streams.get_mut(name).expect("journaled just now");
             entry.retention.deleting.insert(
                 segment.segment_id,
@@ -281,10 +298,123 @@ impl Store {
         }
         let entry = self.streams.get_mut(name).expect("journaled just now");
         assert!(
-            new_start_offset > entry.retention.start_offset,
+            first_kept.base_offset > entry.retention.start_offset,
             "retention moves the start offset forward"
         );
-        entry.retention.start_offset = new_start_offset;
+        entry.retention.start_offset = first_kept.base_offset;
+        last_ordinal
+    }
+
+    /// `DeleteSegments`: queues the deletion of every segment of `name` below
+    /// `before` (reason `Operator`), all or none, and answers once the records are
+    /// committed.
+    pub(super) fn delete_segments(
+        &mut self,
+        now_ms: u64,
+        token: CommandToken,
+        name: &StreamName,
+        before: SegmentId,
+    ) {
+        let list = match self.operator_deletion(now_ms, name, before) {
+            Ok(list) => list,
+            Err(error) => return self.reply(token, StoreReply::Error(error)),
+        };
+        let start_offset = self.start_offset(name).unwrap_or(0);
+        if list.len() < 2 {
+            let reply = StoreReply::SegmentsDeleting {
+                segments: 0,
+                start_offset,
+            };
+            return self.reply(token, reply);
+        }
+        let reply = StoreReply::SegmentsDeleting {
+            segments: list.len() as u64 - 1,
+            start_offset: list.last().expect("at least two").base_offset,
+        };
+        match self.queue_deletions(now_ms, name, &list, |_| ReasonCode::Operator) {
+            Some(ordinal) => self.after_commit(name, ordinal, AfterCommit::Answer { token, reply }),
+            None => {
+                let error = self
+                    .ready(name)
+                    .err()
+                    .unwrap_or_else(|| StoreError::UnknownStream(name.as_str().to_owned()));
+                self.reply(token, StoreReply::Error(error));
+            }
+        }
+    }
+
+    /// The segments `DeleteSegments` would delete, then the first one kept; or why one
+    /// of them may not go.
+    fn operator_deletion(
+        &mut self,
+        now_ms: u64,
+        name: &StreamName,
+        before: SegmentId,
+    ) -> Result<Vec<RetainedSegment>, StoreError> {
+        if self.closing {
+            return Err(StoreError::Closed);
+        }
+        self.ready(name)?;
+        let entry = &self.streams[name];
+        let Phase::Ready { index, .. } = &entry.phase else {
+            unreachable!("ready() checked the phase");
+        };
+        let not_deletable =
+            |segment_id: SegmentId, reason: String| StoreError::SegmentNotDeletable {
+                stream: name.as_str().to_owned(),
+                segment_id,
+                reason,
+            };
+        let (list, eligible) = retention_view(
+            now_ms,
+            name,
+            &entry.retention,
+            index,
+            &self.tier0,
+            &self.tier1,
+        );
+        let wanted = list
+            .iter()
+            .take_while(|segment| segment.segment_id < before)
+            .count();
+        let Some(first_kept) = list.get(wanted) else {
+            // The active segment is always listed last and never below the bound.
+            let active = list.last().map_or(before, |segment| segment.segment_id);
+            return Err(not_deletable(
+                active,
+                format!(
+                    "it is the active segment, and deleting below {} would delete it; seal \
+                     it first, then delete below the next one",
+                    before.0
+                ),
+            ));
+        };
+        if wanted > eligible {
+            let blocked = &list[eligible];
+            let key = SegmentKey::new(name.clone(), blocked.segment_id);
+            let segment = index
+                .segment(blocked.segment_id)
+                .expect("listed from the index");
+            let reason = if segment.tier2_object.is_none() {
+                "Tier 2 does not hold it yet (its upload has not finished); wait and try again"
+            } else if entry
+                .retention
+                .uploads_uncommitted
+                .contains(&blocked.segment_id)
+            {
+                "its upload is not committed yet; try again"
+            } else if self.tier1.is_hydrating(&key) {
+                "Tier 1 is hydrating it for a reader; try again"
+            } else {
+                "a reader holds it in Tier 0; try again"
+            };
+            return Err(not_deletable(blocked.segment_id, reason.to_owned()));
+        }
+        let first_kept = first_kept.segment_id;
+        Ok(list
+            .into_iter()
+            .take_while(|segment| segment.segment_id <= first_kept)
+            .collect())
     }
 
     /// `Tier2DeleteQueued` of `segment_id` is committed: delete its copies.

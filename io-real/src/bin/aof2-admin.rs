@@ -8,11 +8,15 @@
 //!   (waiting for it) and prints the record's size.
 //! - `segments list --stream S`: the segments of the stream's manifest, with where
 //!   each one lives (read offline from the manifest chunks).
+//! - `segments delete --stream S --before N`: deletes every segment below id `N` from
+//!   every tier (reason `Operator`), all or none, then waits (bounded by `--wait`) for
+//!   the copies to go.
 //! - `manifest inspect --stream S`: every manifest chunk, its records and the replay
 //!   figures; `manifest check --stream S`: the same replay, exit code 3 if it found
 //!   corruption.
 //!
-//! `dump`, `seal`, `flush` and `hydrate` open the root, so they need the store not to
+//! `dump`, `seal`, `flush`, `hydrate` and `segments delete` open the root, so they need
+//! the store not to
 //! be running (the root is locked by its manager; the error names the holder).
 //! `segments` and `manifest` only read files and work beside a running store.
 //!
@@ -21,14 +25,16 @@
 //! the output quietly with 0, as for any Unix filter.
 
 use aof2_io_real::config::{AofManagerConfig, process_env};
+use aof2_io_real::core::SegmentId;
 use aof2_io_real::core::manifest::chunk::parse_chunk_file_name;
 use aof2_io_real::core::manifest::index::{Lifecycle, ManifestIndex};
 use aof2_io_real::core::manifest::replay::{ReplayOutcome, Replayer};
 use aof2_io_real::core::names::StreamName;
-use aof2_io_real::manager::AofManager;
+use aof2_io_real::manager::{AofManager, Stream};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 #[path = "common/stdout.rs"]
 #[macro_use]
@@ -96,6 +102,19 @@ enum SegmentsCommand {
         #[arg(long)]
         stream: String,
     },
+    /// Deletes every segment below an id from every tier (all sealed and in Tier 2,
+    /// or nothing is deleted).
+    Delete {
+        #[arg(long)]
+        stream: String,
+        /// Segment id: every segment below it goes (see `segments list`).
+        #[arg(long)]
+        before: u64,
+        /// Seconds to wait for the copies to be deleted (0: only queue the deletion,
+        /// which the next open of the stream carries on).
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +134,9 @@ enum ManifestCommand {
 /// Exit code of `manifest check` when the replay found corruption.
 const EXIT_CORRUPT: u8 = 3;
 
+/// How often `segments delete` looks whether the deletions are done.
+const DELETION_POLL: Duration = Duration::from_millis(50);
+
 fn config(args: &Args) -> Result<AofManagerConfig, String> {
     let mut config =
         AofManagerConfig::load(args.config.as_deref(), &process_env).map_err(|e| e.to_string())?;
@@ -129,6 +151,23 @@ fn open(args: &Args) -> Result<AofManager, String> {
 }
 
 /// The stream names under `<root>/streams`, sorted.
+/// Opens stream `name` of the root `manager` holds; refuses a name the root holds no
+/// stream of (opening it would create one).
+fn existing_stream(manager: &AofManager, name: &str) -> Result<Stream, String> {
+    if !stream_names(manager.root())?
+        .iter()
+        .any(|held| held == name)
+    {
+        return Err(format!(
+            "no stream {name:?} under {} (`aof2-admin dump` lists them)",
+            manager.root().display()
+        ));
+    }
+    manager
+        .stream(name)
+        .map_err(|e| format!("stream {name:?}: {e}"))
+}
+
 fn stream_names(root: &Path) -> Result<Vec<String>, String> {
     let dir = root.join("streams");
     let entries = match std::fs::read_dir(&dir) {
@@ -212,6 +251,27 @@ fn print_segments(index: &ManifestIndex) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Polls the metrics until no deletion of `stream` is pending or `patience` has passed;
+/// returns how many are still pending.
+fn wait_for_deletions(
+    manager: &AofManager,
+    stream: &str,
+    patience: Duration,
+) -> Result<u64, Failure> {
+    let started = Instant::now();
+    loop {
+        let metrics = manager.metrics().map_err(|e| e.to_string())?;
+        let pending = metrics
+            .streams
+            .get(stream)
+            .map_or(0, |figures| figures.retention.deletes_pending);
+        if pending == 0 || started.elapsed() >= patience {
+            return Ok(pending);
+        }
+        std::thread::sleep(DELETION_POLL);
+    }
+}
+
 fn run(args: &Args) -> Result<ExitCode, Failure> {
     match &args.command {
         Command::Dump { stream } => {
@@ -222,9 +282,7 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
                 stream.clone()
             };
             for name in &names {
-                manager
-                    .stream(name)
-                    .map_err(|e| format!("stream {name:?}: {e}"))?;
+                existing_stream(&manager, name)?;
             }
             let metrics = manager.metrics().map_err(|e| e.to_string())?;
             out!("root {}", manager.root().display());
@@ -286,9 +344,8 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
         }
         Command::Seal { stream } => {
             let manager = open(args)?;
-            let sealed = manager
-                .stream(stream)
-                .and_then(|handle| handle.seal())
+            let sealed = existing_stream(&manager, stream)?
+                .seal()
                 .map_err(|e| format!("stream {stream:?}: {e}"))?;
             match sealed {
                 Some(segment) => out!("sealed segment {}", segment.0),
@@ -298,18 +355,15 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
         }
         Command::Flush { stream } => {
             let manager = open(args)?;
-            let durable = manager
-                .stream(stream)
-                .and_then(|handle| handle.flush())
+            let durable = existing_stream(&manager, stream)?
+                .flush()
                 .map_err(|e| format!("stream {stream:?}: {e}"))?;
             out!("durable below offset {durable}");
             manager.close().map_err(|e| e.to_string())?;
         }
         Command::Hydrate { stream, offset } => {
             let manager = open(args)?;
-            let handle = manager
-                .stream(stream)
-                .map_err(|e| format!("stream {stream:?}: {e}"))?;
+            let handle = existing_stream(&manager, stream)?;
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .map_err(|e| e.to_string())?;
@@ -328,6 +382,35 @@ fn run(args: &Args) -> Result<ExitCode, Failure> {
         } => {
             let outcome = replay(&config(args)?.root, stream, false)?;
             print_segments(&outcome.index)?;
+        }
+        Command::Segments {
+            command:
+                SegmentsCommand::Delete {
+                    stream,
+                    before,
+                    wait,
+                },
+        } => {
+            let manager = open(args)?;
+            let queued = existing_stream(&manager, stream)?
+                .delete_segments(SegmentId(*before))
+                .map_err(|e| e.to_string())?;
+            out!(
+                "queued {} segments below segment {before} for deletion (reason Operator); \
+                 the start offset is now {}",
+                queued.segments,
+                queued.start_offset
+            );
+            let pending = wait_for_deletions(&manager, stream, Duration::from_secs(*wait))?;
+            if pending == 0 {
+                out!("every queued segment of {stream:?} is deleted from every tier");
+            } else {
+                out!(
+                    "{pending} segments of {stream:?} are still being deleted; the next \
+                     open of the stream carries on"
+                );
+            }
+            manager.close().map_err(|e| e.to_string())?;
         }
         Command::Manifest { command } => {
             let (stream, check) = match command {
