@@ -214,8 +214,6 @@ fn tail_follower_is_woken_by_new_durable_records() {
     let memory = MemoryPorts::new(10_000, 4);
     // No rollover by age: every read is a hot read from the active segment.
     memory.clock.freeze();
-    // No rollover by age: every read is a hot read from the active segment.
-    memory.clock.freeze();
     let store = Store::new(StoreConfig::default(), 10_000).unwrap();
     let (sender, receiver) = command_channel::<Store>();
     let driver = run(store, memory.ports.clone(), receiver, limits());
