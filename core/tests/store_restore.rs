@@ -772,3 +772,89 @@ fn a_retention_gap_the_policy_would_not_delete_through_is_refused() {
     let key = format!("segments/{STREAM}/{:020}.zst", known[2].0);
     assert_gap_error(&opened, &key, &lost);
 }
+
+/// A session on `memory` that deletes every segment below `before` as an operator and
+/// waits until the copies are gone. Returns the new start offset and how many
+/// snapshots the store took meanwhile.
+fn delete_as_operator(memory: &MemoryPorts, config: StoreConfig, before: u64) -> (u64, u64) {
+    let store = Store::new(config, 50_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, memory.ports.clone(), receiver, limits());
+    let calls = async move {
+        let opened = open(&sender).await;
+        assert!(matches!(opened, StoreReply::Opened { .. }), "{opened:?}");
+        let reply = sender
+            .call(StoreCommand::DeleteSegments {
+                stream: name(),
+                before: aof2_core::SegmentId(before),
+            })
+            .await
+            .unwrap();
+        let StoreReply::SegmentsDeleting {
+            segments,
+            start_offset,
+        } = reply
+        else {
+            panic!("delete below {before}: {reply:?}")
+        };
+        assert_eq!(segments, before);
+        let mut snapshots = 0;
+        for _ in 0..100_000 {
+            let StoreReply::Metrics(metrics) = sender.call(StoreCommand::Metrics).await.unwrap()
+            else {
+                unreachable!("Metrics is answered Metrics")
+            };
+            let stream = &metrics.streams[STREAM];
+            snapshots = stream.snapshots.snapshots_taken;
+            if stream.retention.deletes_pending == 0 {
+                break;
+            }
+        }
+        close(&sender).await;
+        (start_offset, snapshots)
+    };
+    let (store, result) = block_on(join(driver, calls));
+    store.check_invariants();
+    result
+}
+
+#[test]
+fn an_operator_delete_survives_a_lost_disk() {
+    let memory = frozen(MemoryPorts::new(10_000, 4));
+    // Chunks large enough that no chunk seals: only a snapshot carries the deletion
+    // to Tier 2.
+    write_stream(&memory, config(1 << 20), 300, None);
+    let (start, snapshots) = delete_as_operator(&memory, config(1 << 20), 3);
+    assert!(start > 0);
+    assert!(
+        snapshots >= 1,
+        "the store took a snapshot before deleting objects"
+    );
+    let remaining = tier2_segments(&memory);
+    assert!(
+        remaining.keys().all(|&id| id >= 3),
+        "segments 0..3 are gone from Tier 2: {remaining:?}"
+    );
+
+    let lost = frozen(MemoryPorts::with_object_store(
+        60_000,
+        4,
+        memory.object_store.clone(),
+    ));
+    let store = Store::new(config(1 << 20), 60_000).unwrap();
+    let (sender, receiver) = command_channel::<Store>();
+    let driver = run(store, lost.ports.clone(), receiver, limits());
+    let calls = async move {
+        let opened = open(&sender).await;
+        let StoreReply::Opened { next_offset, .. } = opened else {
+            panic!("the restore refused: {opened:?}")
+        };
+        for offset in (start..next_offset).step_by(5) {
+            assert_record(&read(&sender, offset).await, offset);
+        }
+        close(&sender).await;
+    };
+    let (store, ()) = block_on(join(driver, calls));
+    store.check_invariants();
+    assert_eq!(store.start_offset(&name()), Some(start));
+}

@@ -25,6 +25,15 @@
 //!    `Deleted` journal `Tier2Deleted` (the index then drops the segment) and forget
 //!    the segment in Tier 1.
 //!
+//! An operator's deletion (`StoreCommand::DeleteSegments`, reason `Operator`, see
+//! [`Store::delete_segments`]) takes the same steps, except that its Tier 2 object is
+//! deleted only once a snapshot that covers its `Tier2DeleteQueued` is complete (so in
+//! Tier 2): the store asks for one. Retention's gaps are recognised by a restore from
+//! the policy, but an operator's are not; without the snapshot, a disk lost before the
+//! chunk holding the record reached Tier 2 would leave a restore finding objects
+//! missing that its manifest still lists, and refusing. A reopen asks for a new
+//! snapshot before it carries such a deletion on.
+//!
 //! A step that cannot run now (pinned, queue full, eviction backing off) is retried on
 //! the upkeep timer. A Tier 2 delete that ends in `DeleteFailed` is enqueued again on
 //! the timer, at most [`STORE_UPKEEP_ROUNDS_MAX`] times; then it is abandoned (counted
@@ -40,6 +49,8 @@
 //! - A segment being deleted is sealed and had a committed Tier 2 object when chosen;
 //!   its Tier 2 delete is requested only once neither Tier 0 nor Tier 1 holds it.
 //! - A segment whose `UploadDone` is not committed is never chosen.
+//! - An operator's deletion reaches Tier 2 only after a completed snapshot covers its
+//!   `Tier2DeleteQueued`.
 
 use super::{AfterCommit, Phase, StoreError, StoreReply, StreamEntry};
 use crate::SegmentId;
@@ -78,6 +89,9 @@ struct Deletion {
     tier2: Tier2Step,
     /// Tier 2 deletes that ended in `DeleteFailed`.
     failed_rounds: u32,
+    /// An operator's deletion: the Tier 2 object is deleted only once a snapshot in
+    /// Tier 2 covers the manifest record at this ordinal (see the module doc).
+    snapshot_before_delete: Option<u64>,
 }
 
 /// Per-stream retention state.
@@ -289,6 +303,7 @@ impl Store {
                     committed: false,
                     tier2: Tier2Step::Waiting,
                     failed_rounds: 0,
+                    snapshot_before_delete: (reason == ReasonCode::Operator).then_some(ordinal),
                 },
             );
             let work = AfterCommit::RetentionQueued {
@@ -463,6 +478,9 @@ impl Store {
             return 0;
         }
         let start_offset = super::read::start_offset_of(index);
+        // Whether Tier 2 already holds the records is not known here: an operator's
+        // deletion waits for a snapshot taken in this run.
+        let last_replayed = index.next_ordinal().saturating_sub(1);
         let state = &mut entry.retention;
         for &(segment_id, reason, object_bytes) in &queued {
             state.deleting.entry(segment_id).or_insert(Deletion {
@@ -471,6 +489,7 @@ impl Store {
                 committed: true,
                 tier2: Tier2Step::Waiting,
                 failed_rounds: 0,
+                snapshot_before_delete: (reason == ReasonCode::Operator).then_some(last_replayed),
             });
         }
         state.start_offset = state.start_offset.max(start_offset);
@@ -511,6 +530,19 @@ impl Store {
         if local_left {
             return;
         }
+        if let Some(ordinal) = deletion.snapshot_before_delete {
+            let covered = entry
+                .snapshots
+                .last
+                .as_ref()
+                .is_some_and(|last| last.position.record_ordinal > ordinal);
+            if !covered {
+                // Asked for; `snapshot_marked` (or the upkeep timer) drives it again.
+                entry.snapshots.want_snapshot();
+                return;
+            }
+            deletion.snapshot_before_delete = None;
+        }
         let reason = deletion.reason;
         if self
             .tier2
@@ -520,6 +552,24 @@ impl Store {
             deletion.tier2 = Tier2Step::Queued;
         }
         // Queue full or key busy: stays `Waiting`/`Failed`, retried by the timer.
+    }
+
+    /// A snapshot of `name` is complete (in Tier 2): operator deletions waiting for one
+    /// carry on.
+    pub(super) fn snapshot_covers_deletions(&mut self, now_ms: u64, name: &StreamName) {
+        let Some(entry) = self.streams.get(name) else {
+            return;
+        };
+        let held: Vec<SegmentId> = entry
+            .retention
+            .deleting
+            .iter()
+            .filter(|(_, deletion)| deletion.snapshot_before_delete.is_some())
+            .map(|(segment_id, _)| *segment_id)
+            .collect();
+        for segment_id in held {
+            self.drive_deletion(now_ms, name, segment_id);
+        }
     }
 
     /// A Tier 2 delete ended (`Deleted` or `DeleteFailed`).
@@ -731,6 +781,7 @@ mod tests {
                 committed: true,
                 tier2: Tier2Step::Failed,
                 failed_rounds: 1,
+                snapshot_before_delete: None,
             },
         );
         assert!(state.has_retry());

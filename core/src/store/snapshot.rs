@@ -230,6 +230,11 @@ impl SnapshotState {
         self.count_from_ordinal = self.count_from_ordinal.max(next_ordinal);
     }
 
+    /// Asks for a snapshot as soon as the manifest is caught up (not while closing).
+    pub(super) fn want_snapshot(&mut self) {
+        self.wanted = true;
+    }
+
     /// No snapshot under way and nobody waiting for one.
     pub(super) fn is_idle(&self) -> bool {
         self.job.is_none() && self.waiters.is_empty()
@@ -571,6 +576,7 @@ impl Store {
             self.reply(token, reply.clone());
         }
         self.prune_chunks(name);
+        self.snapshot_covers_deletions(now_ms, name);
     }
 
     /// `ManifestEvent::ChunkSealed`: copy the chunk to Tier 2.
