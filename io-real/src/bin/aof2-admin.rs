@@ -7,7 +7,8 @@
 //! - `hydrate --stream S --offset N`: brings the segment holding `N` back into Tier 0
 //!   (waiting for it) and prints the record's size.
 //! - `segments list --stream S`: the segments of the stream's manifest, with where
-//!   each one lives (read offline from the manifest chunks).
+//!   each one lives (read offline from the newest snapshot and the manifest chunks
+//!   after it, as a reopen reads them).
 //! - `segments delete --stream S --before N`: deletes every segment below id `N` from
 //!   every tier (reason `Operator`), all or none, then waits (bounded by `--wait`) for
 //!   the copies to go.
@@ -29,7 +30,8 @@ use aof2_io_real::core::SegmentId;
 use aof2_io_real::core::manifest::chunk::parse_chunk_file_name;
 use aof2_io_real::core::manifest::index::{Lifecycle, ManifestIndex};
 use aof2_io_real::core::manifest::replay::{ReplayOutcome, Replayer};
-use aof2_io_real::core::names::StreamName;
+use aof2_io_real::core::manifest::snapshot::Snapshot;
+use aof2_io_real::core::names::{StreamName, parse_snapshot_file_name};
 use aof2_io_real::manager::{AofManager, Stream};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -192,7 +194,8 @@ fn stream_names(root: &Path) -> Result<Vec<String>, String> {
 /// chunk if `verbose`.
 fn replay(root: &Path, stream: &str, verbose: bool) -> Result<ReplayOutcome, Failure> {
     let name = StreamName::new(stream).map_err(|e| e.to_string())?;
-    let dir = root.join("streams").join(name.as_str()).join("manifest");
+    let stream_dir = root.join("streams").join(name.as_str());
+    let dir = stream_dir.join("manifest");
     let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut chunks = Vec::new();
     for entry in entries {
@@ -202,8 +205,25 @@ fn replay(root: &Path, stream: &str, verbose: bool) -> Result<ReplayOutcome, Fai
         }
     }
     chunks.sort();
-    let mut replayer = Replayer::new(None);
-    for (index, path) in &chunks {
+    // Chunks a snapshot covers may be pruned: start from the newest snapshot that
+    // decodes, as a reopen does.
+    let snapshot = newest_snapshot(&stream_dir.join("snapshots"))?;
+    let first_chunk = match &snapshot {
+        Some((path, snapshot)) => {
+            if verbose {
+                out!(
+                    "snapshot {:>4}  records 0..{}  {}",
+                    snapshot.snapshot_id(),
+                    snapshot.position().record_ordinal,
+                    path.display()
+                );
+            }
+            snapshot.position().chunk_index
+        }
+        None => 0,
+    };
+    let mut replayer = Replayer::new(snapshot.map(|(_, snapshot)| snapshot));
+    for (index, path) in chunks.iter().filter(|(index, _)| *index >= first_chunk) {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let before = replayer.index().next_ordinal();
         replayer
@@ -219,6 +239,39 @@ fn replay(root: &Path, stream: &str, verbose: bool) -> Result<ReplayOutcome, Fai
         }
     }
     Ok(replayer.finish(0))
+}
+
+/// The newest snapshot file in `dir` that decodes, with its path; `None` without one.
+fn newest_snapshot(dir: &Path) -> Result<Option<(PathBuf, Snapshot)>, String> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(format!("{}: {error}", dir.display())),
+    };
+    let mut snapshots = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        if let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|file| parse_snapshot_file_name(file).ok())
+        {
+            snapshots.push((id, entry.path()));
+        }
+    }
+    snapshots.sort();
+    for (id, path) in snapshots.into_iter().rev() {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        match Snapshot::decode(&bytes) {
+            Ok(snapshot) if snapshot.snapshot_id() == id => return Ok(Some((path, snapshot))),
+            // A damaged snapshot is skipped, as a reopen skips it.
+            _ => eprintln!(
+                "aof2-admin: skipping snapshot {} (it does not decode)",
+                path.display()
+            ),
+        }
+    }
+    Ok(None)
 }
 
 fn print_segments(index: &ManifestIndex) -> Result<(), Failure> {
