@@ -10,6 +10,8 @@
 //! - `segments delete --before N` deletes segments `0..N` from every tier (segment
 //!   file, Tier 1 artifact, Tier 2 object) and nothing else; it refuses the active
 //!   segment and a stream the root does not hold, with exit 1, and creates nothing.
+//!   The offline commands still list and check the stream once its snapshot pruned
+//!   the chunks it covers.
 
 use aof2_io_real::config::AofManagerConfig;
 use aof2_io_real::manager::AofManager;
@@ -152,6 +154,14 @@ fn segments_delete_removes_a_prefix_from_every_tier() {
     assert_eq!(code, 0, "{out}");
     let first = out.lines().nth(1).unwrap_or_default();
     assert!(first.trim_start().starts_with("2 "), "{out}");
+    // The delete took a snapshot, which pruned the chunks it covers: the offline
+    // replay starts from it.
+    let (code, out) = admin(root, &["manifest", "check", "--stream", "audit"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is sound"), "{out}");
+    let (code, out) = admin(root, &["manifest", "inspect", "--stream", "audit"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("snapshot "), "{out}");
 
     // Again: nothing left below 2.
     let (code, out) = admin(
