@@ -34,6 +34,7 @@
 use crate::durable::{DurableCheck, check_durable_state};
 use crate::model::{Checker, StreamModel, Violation};
 use crate::scenario::{Scenario, WorkloadSize};
+use aof2_core::SegmentId;
 use aof2_core::backpressure::BackpressureKind;
 use aof2_core::driver::{self, ClockPort, CommandSender, DriverLimits, Machine, command_channel};
 use aof2_core::limits::{SEGMENT_FOOTER_BYTES, SEGMENT_HEADER_BYTES};
@@ -103,6 +104,8 @@ pub struct SeedReport {
     pub records_read: u64,
     /// Reads answered `WouldBlock(Hydration)` (the segment was cold).
     pub cold_misses: u64,
+    /// `DeleteSegments` commands answered `SegmentsDeleting` (seeds with retention).
+    pub operator_deletes: u64,
     /// Read errors while faults were on (allowed then; a violation without faults).
     pub read_errors_under_faults: u64,
     /// Streams the durable-state checker could not replay.
@@ -845,6 +848,40 @@ impl Simulation {
         }
     }
 
+    /// `DeleteSegments` below a segment id drawn from the ones the stream has had.
+    async fn delete_segments(
+        &mut self,
+        sender: &CommandSender<Store>,
+        stream: &StreamName,
+    ) -> Option<SessionEnd> {
+        let metrics = self.metrics(sender).await?;
+        let figures = metrics.streams.get(stream.as_str())?;
+        let known = figures.segments.total + figures.retention.segments_deleted;
+        let before = self.rng.below(known + 1);
+        let command = StoreCommand::DeleteSegments {
+            stream: stream.clone(),
+            before: SegmentId(before),
+        };
+        let reply = self.call(sender, command).await;
+        self.trace(format!(
+            "{stream} delete segments below {before} -> {}",
+            describe(&reply)
+        ));
+        match reply {
+            StoreReply::SegmentsDeleting { start_offset, .. } => {
+                self.count(|report| report.operator_deletes += 1);
+                let checked = self.model(stream).on_start_offset(start_offset);
+                checked.err().map(|violation| {
+                    self.violation(violation);
+                    SessionEnd::Violated
+                })
+            }
+            // Not uploaded yet, read, hydrated, or the active segment: refused whole.
+            StoreReply::Error(StoreError::SegmentNotDeletable { .. }) => None,
+            other => Some(self.failed(stream, "delete segments", &other)),
+        }
+    }
+
     async fn append(
         &mut self,
         sender: &CommandSender<Store>,
@@ -1104,6 +1141,9 @@ impl Simulation {
                 let metrics = self.metrics(sender).await?;
                 self.check_metrics(&metrics).then_some(SessionEnd::Violated)
             }
+            // Seeds with retention also delete as an operator would (the same model:
+            // reads below the start offset are out of range).
+            89..91 if self.scenario.retention => self.delete_segments(sender, &stream).await,
             _ => {
                 let pause_ms = 1 + self.rng.below(3_000);
                 self.trace(format!("sleep {pause_ms} ms"));

@@ -33,6 +33,7 @@ pub struct Summary {
     pub appends: u64,
     pub records_read: u64,
     pub cold_misses: u64,
+    pub operator_deletes: u64,
     pub read_errors_under_faults: u64,
     pub durable_streams_skipped: u64,
     pub sim_elapsed_ms: u64,
@@ -102,6 +103,7 @@ impl Summary {
         self.appends += report.appends;
         self.records_read += report.records_read;
         self.cold_misses += report.cold_misses;
+        self.operator_deletes += report.operator_deletes;
         self.read_errors_under_faults += report.read_errors_under_faults;
         self.durable_streams_skipped += report.durable_streams_skipped;
         self.sim_elapsed_ms += report.sim_elapsed_ms;
@@ -140,11 +142,12 @@ impl Summary {
         );
         let _ = writeln!(
             out,
-            "appends {}, records read back {}, cold misses {}, read errors under faults {}, \
-             streams the durable checker could not replay {}, simulated time {} s",
+            "appends {}, records read back {}, cold misses {}, operator deletes {}, read errors \
+             under faults {}, streams the durable checker could not replay {}, simulated time {} s",
             self.appends,
             self.records_read,
             self.cold_misses,
+            self.operator_deletes,
             self.read_errors_under_faults,
             self.durable_streams_skipped,
             self.sim_elapsed_ms / 1000
