@@ -3,8 +3,10 @@
 //! `sleep_until` jumps straight to the deadline, a thread-pool spawner and an inline
 //! CPU port.
 //!
-//! Nothing here models crashes or failures; io-sim does that. These ports only do what
-//! each request says, exactly, so a test failure points at the machine or the driver.
+//! Nothing here models crashes or random failures; io-sim does that. These ports only do
+//! what each request says, exactly, so a test failure points at the machine or the
+//! driver. The one exception is [`FlakyObjectStore`], which fails the requests a test
+//! asks it to, for the retry paths.
 //!
 //! **Invariants**
 //! - A put `IfAbsent` of an existing key fails with `AlreadyExists`; `IfMatch` with a
@@ -25,7 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A disk of files held in memory. Directories exist implicitly.
@@ -253,6 +255,91 @@ impl ObjectStorePort for MemoryObjectStore {
                 etag: Some(etag.clone()),
             })
             .collect())
+    }
+}
+
+/// A [`MemoryObjectStore`] that fails on demand, before the request applies: the next
+/// `put_failures` puts and `get_failures` gets (whole or ranged) answer `Transient`,
+/// the next `delete_failures` deletes answer `Permanent`, and every put of
+/// `refused_put` answers `Permanent`.
+#[derive(Debug, Default)]
+pub struct FlakyObjectStore {
+    pub inner: Arc<MemoryObjectStore>,
+    pub put_failures: AtomicU32,
+    pub get_failures: AtomicU32,
+    pub delete_failures: AtomicU32,
+    pub refused_put: Option<String>,
+}
+
+impl FlakyObjectStore {
+    /// Over `inner`, failing nothing yet.
+    #[must_use]
+    pub fn new(inner: Arc<MemoryObjectStore>) -> Self {
+        FlakyObjectStore {
+            inner,
+            ..FlakyObjectStore::default()
+        }
+    }
+}
+
+/// Takes one failure from `counter`; false once it is at zero.
+fn take_failure(counter: &AtomicU32) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+            left.checked_sub(1)
+        })
+        .is_ok()
+}
+
+#[async_trait]
+impl ObjectStorePort for FlakyObjectStore {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> Result<Option<String>, ObjectErrorKind> {
+        if self.refused_put.as_deref() == Some(key) {
+            return Err(ObjectErrorKind::Permanent);
+        }
+        if take_failure(&self.put_failures) {
+            return Err(ObjectErrorKind::Transient);
+        }
+        self.inner.put(key, bytes, mode).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes, ObjectErrorKind> {
+        if take_failure(&self.get_failures) {
+            return Err(ObjectErrorKind::Transient);
+        }
+        self.inner.get(key).await
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<(Bytes, u64), ObjectErrorKind> {
+        if take_failure(&self.get_failures) {
+            return Err(ObjectErrorKind::Transient);
+        }
+        self.inner.get_range(key, start, end).await
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta, ObjectErrorKind> {
+        self.inner.head(key).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), ObjectErrorKind> {
+        if take_failure(&self.delete_failures) {
+            return Err(ObjectErrorKind::Permanent);
+        }
+        self.inner.delete(key).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectErrorKind> {
+        self.inner.list(prefix).await
     }
 }
 

@@ -19,19 +19,15 @@
 #![allow(clippy::disallowed_types)]
 
 use aof2_core::SegmentId;
-use aof2_core::driver::{
-    CommandSender, DiskPort, DriverLimits, Machine, ObjectStorePort, command_channel, run,
-};
-use aof2_core::io::{ObjectErrorKind, ObjectMeta, PutMode};
-use aof2_core::memory_ports::{MemoryObjectStore, MemoryPorts};
+use aof2_core::driver::{CommandSender, DiskPort, DriverLimits, Machine, command_channel, run};
+use aof2_core::memory_ports::{FlakyObjectStore, MemoryPorts};
 use aof2_core::names::{StreamName, artifact_path, segment_path};
 use aof2_core::store::{ReadMode, Store, StoreCommand, StoreConfig, StoreReply};
-use async_trait::async_trait;
 use bytes::Bytes;
 use futures::executor::block_on;
 use futures::future::join;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -172,64 +168,6 @@ fn documented_events() -> BTreeMap<String, Documented> {
     events
 }
 
-/// An object store whose first `put_failures` puts and `get_failures` gets fail as
-/// transient errors before they apply.
-#[derive(Debug)]
-struct FlakyObjects {
-    inner: Arc<MemoryObjectStore>,
-    put_failures: AtomicU32,
-    get_failures: AtomicU32,
-}
-
-fn take_one(counter: &AtomicU32) -> bool {
-    counter
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-            left.checked_sub(1)
-        })
-        .is_ok()
-}
-
-#[async_trait]
-impl ObjectStorePort for FlakyObjects {
-    async fn put(
-        &self,
-        key: &str,
-        body: Bytes,
-        mode: PutMode,
-    ) -> Result<Option<String>, ObjectErrorKind> {
-        if take_one(&self.put_failures) {
-            return Err(ObjectErrorKind::Transient);
-        }
-        self.inner.put(key, body, mode).await
-    }
-    async fn get(&self, key: &str) -> Result<Bytes, ObjectErrorKind> {
-        if take_one(&self.get_failures) {
-            return Err(ObjectErrorKind::Transient);
-        }
-        self.inner.get(key).await
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        start: u64,
-        end: u64,
-    ) -> Result<(Bytes, u64), ObjectErrorKind> {
-        if take_one(&self.get_failures) {
-            return Err(ObjectErrorKind::Transient);
-        }
-        self.inner.get_range(key, start, end).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta, ObjectErrorKind> {
-        self.inner.head(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), ObjectErrorKind> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectErrorKind> {
-        self.inner.list(prefix).await
-    }
-}
-
 fn name(text: &str) -> StreamName {
     StreamName::new(text).unwrap()
 }
@@ -331,10 +269,9 @@ fn machine_events_reach_tracing_as_the_guide_documents_them() {
 
     let mut memory = MemoryPorts::new(10_000, 4);
     let objects = memory.object_store.clone();
-    memory.ports.object_store = Arc::new(FlakyObjects {
-        inner: objects.clone(),
+    memory.ports.object_store = Arc::new(FlakyObjectStore {
         put_failures: AtomicU32::new(2),
-        get_failures: AtomicU32::new(0),
+        ..FlakyObjectStore::new(objects.clone())
     });
     let flaky = memory.ports.object_store.clone();
     let disk = memory.disk.clone();
@@ -366,10 +303,9 @@ fn machine_events_reach_tracing_as_the_guide_documents_them() {
     });
     // Reopened without one evicted segment's warm artifact, the first get failing: its
     // hydration finds the file missing and reads Tier 2 through a retry.
-    let flaky_gets = Arc::new(FlakyObjects {
-        inner: objects,
-        put_failures: AtomicU32::new(0),
+    let flaky_gets = Arc::new(FlakyObjectStore {
         get_failures: AtomicU32::new(1),
+        ..FlakyObjectStore::new(objects)
     });
     drop(flaky);
     memory.ports.object_store = flaky_gets;

@@ -17,11 +17,11 @@ use aof2_core::SegmentId;
 use aof2_core::driver::{
     CommandSender, DiskPort, DriverLimits, Machine, ObjectStorePort, command_channel, run,
 };
-use aof2_core::io::{DiskErrorKind, LocalPath, ObjectErrorKind, ObjectMeta, PutMode};
+use aof2_core::io::{DiskErrorKind, LocalPath};
 use aof2_core::manifest::chunk::decode_chunk;
 use aof2_core::manifest::record::{DecodedFrame, ManifestRecord, ReasonCode};
 use aof2_core::manifest::snapshot::Snapshot;
-use aof2_core::memory_ports::{MemoryDisk, MemoryObjectStore, MemoryPorts};
+use aof2_core::memory_ports::{FlakyObjectStore, MemoryDisk, MemoryPorts};
 use aof2_core::names::StreamName;
 use aof2_core::store::{Store, StoreCommand, StoreConfig, StoreError, StoreMetrics, StoreReply};
 use aof2_core::tier2::RetentionPolicy;
@@ -41,53 +41,6 @@ fn limits() -> DriverLimits {
 
 fn name(text: &str) -> StreamName {
     StreamName::new(text).unwrap()
-}
-
-/// Fails the next `delete_failures` deletes, and every put of `refused_put`.
-struct FlakyObjects {
-    inner: Arc<MemoryObjectStore>,
-    delete_failures: AtomicU32,
-    refused_put: Option<String>,
-}
-
-#[async_trait]
-impl ObjectStorePort for FlakyObjects {
-    async fn put(
-        &self,
-        key: &str,
-        bytes: Bytes,
-        mode: PutMode,
-    ) -> Result<Option<String>, ObjectErrorKind> {
-        if self.refused_put.as_deref() == Some(key) {
-            return Err(ObjectErrorKind::Permanent);
-        }
-        self.inner.put(key, bytes, mode).await
-    }
-    async fn get(&self, key: &str) -> Result<Bytes, ObjectErrorKind> {
-        self.inner.get(key).await
-    }
-    async fn get_range(
-        &self,
-        key: &str,
-        start: u64,
-        end: u64,
-    ) -> Result<(Bytes, u64), ObjectErrorKind> {
-        self.inner.get_range(key, start, end).await
-    }
-    async fn head(&self, key: &str) -> Result<ObjectMeta, ObjectErrorKind> {
-        self.inner.head(key).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), ObjectErrorKind> {
-        let left = self.delete_failures.load(Ordering::SeqCst);
-        if left > 0 {
-            self.delete_failures.store(left - 1, Ordering::SeqCst);
-            return Err(ObjectErrorKind::Permanent);
-        }
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, ObjectErrorKind> {
-        self.inner.list(prefix).await
-    }
 }
 
 /// Fails the fsync of every snapshot temp file while `snapshot_sync_failures` > 0.
@@ -155,10 +108,9 @@ impl DiskPort for FlakyDisk {
 /// fails `snapshot_sync_failures` snapshot fsyncs.
 fn flaky_ports(delete_failures: u32, snapshot_sync_failures: u32) -> MemoryPorts {
     let mut memory = MemoryPorts::new(10_000, 4);
-    memory.ports.object_store = Arc::new(FlakyObjects {
-        inner: memory.object_store.clone(),
+    memory.ports.object_store = Arc::new(FlakyObjectStore {
         delete_failures: AtomicU32::new(delete_failures),
-        refused_put: None,
+        ..FlakyObjectStore::new(memory.object_store.clone())
     });
     memory.ports.disk = Arc::new(FlakyDisk {
         inner: memory.disk.clone(),
@@ -817,10 +769,9 @@ fn an_operator_deletes_a_prefix_all_or_none() {
     let mut memory = MemoryPorts::new(10_000, 4);
     memory.clock.freeze();
     let refused = "segments/ops/00000000000000000002.zst";
-    memory.ports.object_store = Arc::new(FlakyObjects {
-        inner: memory.object_store.clone(),
-        delete_failures: AtomicU32::new(0),
+    memory.ports.object_store = Arc::new(FlakyObjectStore {
         refused_put: Some(refused.to_owned()),
+        ..FlakyObjectStore::new(memory.object_store.clone())
     });
     let mut config = size_retention_config();
     config.tier2.retention = RetentionPolicy::KEEP_ALL;

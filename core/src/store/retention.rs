@@ -56,7 +56,7 @@ use super::{AfterCommit, Phase, StoreError, StoreReply, StreamEntry};
 use crate::SegmentId;
 use crate::driver::CommandToken;
 use crate::limits::{STORE_UPKEEP_INTERVAL_MS, STORE_UPKEEP_ROUNDS_MAX};
-use crate::manifest::index::{Lifecycle, ManifestIndex};
+use crate::manifest::index::{Lifecycle, ManifestIndex, SegmentEntry};
 use crate::manifest::record::{ManifestRecord, ReasonCode};
 use crate::names::{SegmentKey, StreamName};
 use crate::store::Store;
@@ -132,6 +132,29 @@ impl RetentionState {
     }
 }
 
+/// Why the sealed segment `entry` may not be deleted now (retention's or an
+/// operator's), or `None` if it may.
+fn deletion_blocked(
+    name: &StreamName,
+    state: &RetentionState,
+    entry: &SegmentEntry,
+    tier0: &Tier0Cache,
+    tier1: &Tier1Cache,
+) -> Option<&'static str> {
+    let key = SegmentKey::new(name.clone(), entry.segment_id);
+    if entry.tier2_object.is_none() {
+        Some("Tier 2 does not hold it yet (its upload has not finished); wait and try again")
+    } else if state.uploads_uncommitted.contains(&entry.segment_id) {
+        Some("its upload is not committed yet; try again")
+    } else if tier0.segment(&key).is_some_and(|segment| segment.pins > 0) {
+        Some("a reader holds it in Tier 0; try again")
+    } else if tier1.is_hydrating(&key) {
+        Some("Tier 1 is hydrating it for a reader; try again")
+    } else {
+        None
+    }
+}
+
 /// The stream's segments as retention sees them: sealed ones not already being deleted,
 /// oldest first, then the active one; and how many leading ones may go now.
 fn retention_view(
@@ -169,11 +192,7 @@ fn retention_view(
                 break;
             }
             Lifecycle::Sealed(seal) => {
-                let key = SegmentKey::new(name.clone(), entry.segment_id);
-                let may_go = entry.tier2_object.is_some()
-                    && !state.uploads_uncommitted.contains(&entry.segment_id)
-                    && tier0.segment(&key).is_none_or(|segment| segment.pins == 0)
-                    && !tier1.is_hydrating(&key);
+                let may_go = deletion_blocked(name, state, entry, tier0, tier1).is_none();
                 eligible_so_far &= may_go;
                 if eligible_so_far {
                     eligible += 1;
@@ -405,25 +424,12 @@ impl Store {
             ));
         };
         if wanted > eligible {
-            let blocked = &list[eligible];
-            let key = SegmentKey::new(name.clone(), blocked.segment_id);
-            let segment = index
-                .segment(blocked.segment_id)
-                .expect("listed from the index");
-            let reason = if segment.tier2_object.is_none() {
-                "Tier 2 does not hold it yet (its upload has not finished); wait and try again"
-            } else if entry
-                .retention
-                .uploads_uncommitted
-                .contains(&blocked.segment_id)
-            {
-                "its upload is not committed yet; try again"
-            } else if self.tier1.is_hydrating(&key) {
-                "Tier 1 is hydrating it for a reader; try again"
-            } else {
-                "a reader holds it in Tier 0; try again"
-            };
-            return Err(not_deletable(blocked.segment_id, reason.to_owned()));
+            let blocked = list[eligible].segment_id;
+            let segment = index.segment(blocked).expect("listed from the index");
+            let reason =
+                deletion_blocked(name, &entry.retention, segment, &self.tier0, &self.tier1)
+                    .expect("a listed sealed segment that may not go has a reason");
+            return Err(not_deletable(blocked, reason.to_owned()));
         }
         let first_kept = first_kept.segment_id;
         Ok(list
